@@ -11,8 +11,10 @@ Also measured, on the Sophia trainer:
   sampling, backward, fold into h), and of `_gnb_loss` inside it (forwards + sampling);
 * ``optimizer.step``: SophiaG's step alone vs AdamW's (fused) step alone.
 
-Diagnostics that do not change the package (same model, same batch, interleaved): the per-row label
-sampling of `_gnb_loss` against one vectorised draw, and the refresh restricted to the forget batch.
+A third trainer in the same lockstep runs SophiaG with ``hessian_batch_fraction=0.5`` (the refresh
+samples every other row), reported beside the default. Diagnostics on the same model and batch,
+interleaved: `torch.multinomial` against the inverse-CDF label draw the trainer uses, and the GNB
+loss+backward on forget+retain against the forget batch alone.
 """
 
 from __future__ import annotations
@@ -35,36 +37,29 @@ def _mean(xs):
 
 
 def _gnb_sampling_diagnostic(trainer, batch, repeats: int) -> dict:
-    """The sampling part of `_gnb_loss`: its per-row loop (a generator and a multinomial per row) against one
-    multinomial over every answer position of the batch, on the same logits, interleaved."""
-    from hf_unlearn.optim.hessian import gnb_loss
-    from hf_unlearn.trainer import _row_seed
+    """The label draw of the GNB refresh on every answer position of the batch: `torch.multinomial` (what the
+    trainer used before) against the inverse-CDF draw it uses now (`sample_from_logits`), on the same
+    logits, interleaved."""
+    from hf_unlearn.optim.hessian import sample_from_logits
 
     model = trainer.model
     with torch.no_grad():
-        logits = {part: model(input_ids=batch[part]["input_ids"], attention_mask=batch[part]["attention_mask"]).logits
-                  for part in ("forget", "retain")}
-
-    def per_row():  # what _gnb_loss does after its forwards
-        total = None
-        for index, part in enumerate(("forget", "retain")):
-            labels = batch[part]["labels"]
-            for row in range(labels.shape[0]):
-                generator = torch.Generator().manual_seed(_row_seed(0, 0, index, row))
-                loss, n = gnb_loss(logits[part][row:row + 1], labels[row:row + 1], generator)
-                total = loss * n if total is None else total + loss * n
-        return total
-
-    def vectorised():
-        total = None
+        rows = []
         for part in ("forget", "retain"):
-            loss, n = gnb_loss(logits[part], batch[part]["labels"], torch.Generator().manual_seed(0))
-            total = loss * n if total is None else total + loss * n
-        return total
+            logits = model(input_ids=batch[part]["input_ids"], attention_mask=batch[part]["attention_mask"]).logits
+            rows.append(logits[:, :-1][batch[part]["labels"][:, 1:] != -100])
+        rows = torch.cat(rows)
+    generator = torch.Generator().manual_seed(0)
 
-    times = {"per_row": [], "vectorised": []}
+    def multinomial():
+        return torch.multinomial(torch.softmax(rows, -1), 1, generator=generator)
+
+    def inverse_cdf():
+        return sample_from_logits(rows, torch.rand(rows.shape[0], generator=generator))
+
+    times = {"multinomial": [], "inverse_cdf": []}
     for _ in range(repeats):
-        for name, fn in (("per_row", per_row), ("vectorised", vectorised)):
+        for name, fn in (("multinomial", multinomial), ("inverse_cdf", inverse_cdf)):
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
@@ -103,15 +98,18 @@ def run(ctx: C.BenchContext) -> dict:
     shape = C.batch_shape(batch)
     lr = 1e-5
 
-    step_times: dict[str, list[list[float]]] = {"sophia": [], "adamw": []}
+    step_times: dict[str, list[list[float]]] = {"sophia": [], "sophia_half": [], "adamw": []}
     refresh, gnb_forward, sophia_step, adamw_step = [], [], [], []
     refresh_steps = []
     last_sophia = None
     for block in range(blocks):
         trainers = {}
-        for name in ("sophia", "adamw") if block % 2 == 0 else ("adamw", "sophia"):
+        order = ("sophia", "sophia_half", "adamw")
+        for name in order if block % 2 == 0 else order[::-1]:
             args = C.unlearning_config(ctx.scratch / f"p2_{name}", unlearn_method="grad_diff",
-                                       unlearn_optimizer=name, hessian_estimator="gnb", hessian_update_interval=k,
+                                       unlearn_optimizer="adamw" if name == "adamw" else "sophia",
+                                       hessian_estimator="gnb", hessian_update_interval=k,
+                                       hessian_batch_fraction=0.5 if name == "sophia_half" else 1.0,
                                        per_device_train_batch_size=batch_size, max_steps=total, learning_rate=lr)
             trainers[name] = UnlearningTrainer(model=C.build_model(tokenizer, size, seed=0), args=args,
                                                train_dataset=dataset, processing_class=tokenizer)
@@ -150,6 +148,7 @@ def run(ctx: C.BenchContext) -> dict:
 
     per_step = {name: [_mean(b) for b in blocks_] for name, blocks_ in step_times.items()}
     value = _mean(sum(step_times["sophia"], [])) / _mean(sum(step_times["adamw"], []))
+    value_half = _mean(sum(step_times["sophia_half"], [])) / _mean(sum(step_times["adamw"], []))
     adamw_mean = _mean(sum(step_times["adamw"], []))
     refresh_mean = _mean(refresh)
     medians = C.paired_ratio(step_times["sophia"], step_times["adamw"])
@@ -165,22 +164,24 @@ def run(ctx: C.BenchContext) -> dict:
           f"{data_kind}, model {size}, batch {shape}; {C.machine_line()}")
     C.log(f"[P2] mean step over {periods} whole refresh periods x {blocks} blocks: sophia "
           f"{_mean(sum(step_times['sophia'], [])) * 1e3:.1f} ms, adamw {adamw_mean * 1e3:.1f} ms -> ratio {value:.3f} "
-          f"(per block {', '.join(f'{x:.3f}' for x in block_means)})")
+          f"(per block {', '.join(f'{x:.3f}' for x in block_means)}); with hessian_batch_fraction 0.5: "
+          f"{value_half:.3f}")
     C.log(f"[P2] refresh {refresh_mean * 1e3:.1f} ms = {refresh_mean / adamw_mean:.2f} AdamW steps "
           f"(GNB loss incl. 2 forwards + sampling {_mean(gnb_forward) * 1e3:.1f} ms); non-refresh steps sophia/adamw "
           f"{C.median(non_refresh['sophia']) / C.median(non_refresh['adamw']):.3f}; optimizer.step alone sophia "
           f"{C.median(sophia_step) * 1e3:.2f} ms vs adamw {C.median(adamw_step) * 1e3:.2f} ms")
-    C.log(f"[P2] GNB label sampling: per-row loop {sampling['per_row'] * 1e3:.1f} ms vs one vectorised draw "
-          f"{sampling['vectorised'] * 1e3:.1f} ms; GNB loss+backward forget+retain "
+    C.log(f"[P2] GNB label draw: multinomial {sampling['multinomial'] * 1e3:.1f} ms vs inverse CDF "
+          f"{sampling['inverse_cdf'] * 1e3:.1f} ms; GNB loss+backward forget+retain "
           f"{forget_only['forget+retain'] * 1e3:.1f} ms vs forget only {forget_only['forget only'] * 1e3:.1f} ms")
     # Scale the measured refresh by the forget-only share of the GNB loss+backward (same model and batch).
     share = forget_only["forget only"] / forget_only["forget+retain"]
     projected = {"refresh_on_forget_only": value - refresh_mean * (1 - share) / (k * adamw_mean)}
     return C.write_result(
         ctx, ID, measure=MEASURE, value=value, target=TARGET, passed=None if ctx.smoke else value <= LIMIT,
-        display=f"{value:.3f}x (refresh {refresh_mean / adamw_mean:.2f} steps)",
+        display=f"{value:.3f}x (refresh {refresh_mean / adamw_mean:.2f} steps; half-batch refresh {value_half:.3f}x)",
         numbers={
             "ratio_mean_over_periods": value, "block_ratios_mean_over_periods": block_means,
+            "ratio_mean_over_periods_hessian_batch_fraction_0.5": value_half,
             "median_ratio": medians,
             "per_block_mean_step_s": per_step,
             "sophia": C.summarise_times(step_times["sophia"]), "adamw": C.summarise_times(step_times["adamw"]),

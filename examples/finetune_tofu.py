@@ -24,6 +24,11 @@ from hf_unlearn.pipeline import (
 
 
 @dataclass
+class FinetuneTrainingArguments(TrainingArguments):
+    per_device_eval_batch_size: int = field(default=32, metadata={"help": "Questions per evaluation batch. Default 32."})
+
+
+@dataclass
 class FinetuneArguments:
     dataset_name: str = field(default="locuslab/TOFU", metadata={"help": "Hub id or local folder of TOFU splits."})
     split: str = field(default="full", metadata={"help": "Training split: full (target) or retain90/95/99 (retain)."})
@@ -43,7 +48,7 @@ class FinetuneArguments:
 
 
 def main(argv=None):
-    parser = TrlParser((FinetuneArguments, TrainingArguments, ModelConfig))
+    parser = TrlParser((FinetuneArguments, FinetuneTrainingArguments, ModelConfig))
     script, args, model_args = parser.parse_args_and_config(args=argv)
     datasets.disable_progress_bars()
     check_output_dir(args.output_dir, model_args.model_name_or_path)

@@ -372,22 +372,36 @@ class UnlearningTrainer(Trainer):
         Returns ``(loss, B)`` with B the number of sampled tokens on all processes together.
         """
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        fraction = self.args.hessian_batch_fraction
         total, count = None, 0
         for part_index, part in enumerate(("forget", "retain")):
             if part not in inputs:
                 continue
             batch = inputs[part]
+            rows = batch["labels"].shape[0]
+            # Rows kept by --hessian_batch_fraction, chosen by their index g in the global batch (evenly
+            # spaced: floor((g+1)f) > floor(g f)), so the choice, like the draws, does not depend on the
+            # process count.
+            first = rank * rows
+            kept = [r for r in range(rows)
+                    if math.floor((first + r + 1) * fraction) > math.floor((first + r) * fraction)]
+            forward_rows = kept or [0]  # a rank with nothing kept still takes part in the backward
+            if len(forward_rows) < rows:
+                batch = {key: value[forward_rows] if torch.is_tensor(value) else value for key, value in batch.items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             labels = batch["labels"]
             if total is None:
                 total = logits.sum() * 0.0  # a rank without answer tokens still takes part in the backward
-            rows = labels.shape[0]
-            for row in range(rows):
-                if not bool((labels[row, 1:] != IGNORE_INDEX).any()):
-                    continue
-                generator = torch.Generator(device=logits.device)
-                generator.manual_seed(_row_seed(self.args.seed, self.state.global_step, part_index, rank * rows + row))
-                loss, n = gnb_loss(logits[row:row + 1], labels[row:row + 1], generator)
+            if not kept:
+                continue
+            # One uniform per answer token, drawn row by row from a generator seeded by the row's global
+            # index: the labels drawn do not depend on how the batch is split over processes.
+            answer_tokens = (labels[:, 1:] != IGNORE_INDEX).sum(-1).tolist()
+            uniforms = [torch.rand(n, generator=torch.Generator().manual_seed(
+                _row_seed(self.args.seed, self.state.global_step, part_index, rank * rows + row)))
+                for row, n in zip(kept, answer_tokens) if n]
+            if uniforms:
+                loss, n = gnb_loss(logits, labels, uniforms=torch.cat(uniforms).to(logits.device))
                 total, count = total + loss * n, count + n
         global_count = int(self.accelerator.reduce(torch.tensor(count, device=self.args.device), "sum").item())
         if total is None or global_count == 0:

@@ -24,6 +24,7 @@ from hf_unlearn.optim import (
     gnb_loss,
     hutchinson_diagonal,
 )
+from hf_unlearn.optim.hessian import sample_from_logits
 
 OPTIM_DIR = Path(__file__).resolve().parents[1] / "hf_unlearn" / "optim"
 
@@ -431,6 +432,32 @@ def test_gnb_uses_answer_positions_only_and_samples_from_softmax():
     # Reproducible with the same generator seed.
     loss2, _ = gnb_loss(logits, labels, generator=torch.Generator().manual_seed(0))
     assert torch.equal(loss.detach(), loss2.detach())
+
+
+def test_inverse_cdf_draws_follow_softmax_and_skip_zero_probability_classes():
+    # Evenly spaced u_i = (i + 1/2)/N: class v is drawn for the u's inside its cdf interval, so its count
+    # is N * p_v to within one draw, with no randomness in the test.
+    logits = torch.tensor([[0.3, -1.2, 2.0, float("-inf"), 0.0, 1.1]])
+    probs = torch.softmax(logits, -1)[0].double()
+    n = 10_000
+    uniforms = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    drawn = sample_from_logits(logits.expand(n, -1), uniforms)
+    counts = torch.bincount(drawn, minlength=6).double()
+    assert counts[3] == 0  # probability 0
+    assert torch.all((counts - n * probs).abs() <= 1.0)
+    # The extremes of [0, 1) stay inside the vocabulary.
+    assert sample_from_logits(logits.expand(2, -1), torch.tensor([0.0, 1.0 - 2**-24])).tolist() == [0, 5]
+
+
+def test_gnb_uniforms_must_match_answer_positions():
+    logits = torch.randn(1, 4, 5)
+    labels = torch.tensor([[-100, 1, 2, -100]])
+    with pytest.raises(ValueError, match=r"got \(3,\) uniforms for 2 answer positions"):
+        gnb_loss(logits, labels, uniforms=torch.rand(3))
+    loss, n = gnb_loss(logits, labels, uniforms=torch.tensor([0.0, 0.0]))
+    # u = 0 draws the first class of positive probability: class 0 at both positions.
+    expected = torch.nn.functional.cross_entropy(logits[0, :2], torch.tensor([0, 0]))
+    assert n == 2 and torch.allclose(loss, expected)
 
 
 def test_gnb_raises_on_batch_without_answer_tokens():

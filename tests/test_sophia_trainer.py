@@ -138,6 +138,49 @@ def test_no_weight_decay_on_norms_and_bad_sophia_settings(tmp_path, tokenizer, m
                         (dict(sophia_beta1=1.0), r"sophia_beta1 must be in \[0, 1\)"),
                         (dict(hessian_update_interval=0), "hessian_update_interval must be >= 1"),
                         (dict(hessian_estimator="exact"), "unknown hessian_estimator 'exact'"),
+                        (dict(hessian_batch_fraction=0.0), r"hessian_batch_fraction must be in \(0, 1\]"),
+                        (dict(hessian_batch_fraction=0.5, hessian_estimator="hutchinson"),
+                         "applies to --hessian_estimator gnb only"),
                         (dict(learning_rate=0.0), "learning_rate must be > 0")]:
         with pytest.raises(ValueError, match=message):
             sophia_args(tmp_path, **kw)
+
+
+def test_gnb_batch_fraction_samples_every_other_row_of_the_global_batch(tmp_path, tokenizer, make_model,
+                                                                       forget_retain):
+    """hessian_batch_fraction 0.5 on 4 rows: the GNB loss is the token-weighted sum over rows 1 and 3 (global
+    indices g with floor((g+1)/2) > floor(g/2)) of CE against labels drawn with each row's own seed, and only
+    those rows are forwarded."""
+    from hf_unlearn.optim.hessian import sample_from_logits
+    from hf_unlearn.trainer import _row_seed
+
+    forget, retain = forget_retain
+    trainer = UnlearningTrainer(model=make_model(), args=sophia_args(tmp_path, per_device_train_batch_size=4,
+                                                                     hessian_batch_fraction=0.5),
+                                forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer)
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    model = trainer.model
+    forwarded = []
+    hook = model.register_forward_hook(lambda module, args, kwargs, out: forwarded.append(kwargs["input_ids"].shape[0]),
+                                       with_kwargs=True)
+    with torch.no_grad():
+        loss, count = trainer._gnb_loss(model, batch)
+    hook.remove()
+    assert forwarded == [2, 2]
+
+    expected, tokens = 0.0, 0
+    with torch.no_grad():
+        for part_index, part in enumerate(("forget", "retain")):
+            for row in (1, 3):
+                labels = batch[part]["labels"][row]
+                logits = model(input_ids=batch[part]["input_ids"][row:row + 1],
+                               attention_mask=batch[part]["attention_mask"][row:row + 1]).logits[0]
+                answer = labels[1:] != -100
+                rows = logits[:-1][answer].double()
+                uniforms = torch.rand(int(answer.sum()), generator=torch.Generator().manual_seed(
+                    _row_seed(trainer.args.seed, trainer.state.global_step, part_index, row)))
+                drawn = sample_from_logits(rows, uniforms)
+                expected += torch.nn.functional.cross_entropy(rows, drawn, reduction="sum").item()
+                tokens += int(answer.sum())
+    assert count == tokens
+    assert math.isclose(loss.item() * count, expected, rel_tol=1e-5)

@@ -14,19 +14,24 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
-def _shift(logits: torch.Tensor, labels: torch.Tensor):
-    logits = logits[:, :-1]
-    labels = labels[:, 1:]
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    return logits, labels, labels != IGNORE_INDEX
+def _answer_rows(logits: torch.Tensor, labels: torch.Tensor):
+    """Logit rows that predict an answer token, their labels and the [B, T-1] answer mask.
+
+    Selecting before any arithmetic keeps the softmax off prompt and padding positions (time and
+    memory); half-precision rows are upcast after the selection, not before.
+    """
+    mask = labels[:, 1:] != IGNORE_INDEX
+    rows = answer_rows(logits, labels)
+    if rows.dtype in (torch.float16, torch.bfloat16):
+        rows = rows.float()
+    return rows, labels[:, 1:][mask], mask
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-position cross-entropy (0 off the answer) and the answer mask, both [B, T-1]."""
-    logits, labels, mask = _shift(logits, labels)
-    ce = F.cross_entropy(logits.transpose(1, 2), labels.clamp_min(0), reduction="none")
-    return ce * mask, mask
+    rows, targets, mask = _answer_rows(logits, labels)
+    ce = F.cross_entropy(rows, targets, reduction="none")
+    return torch.zeros(mask.shape, dtype=ce.dtype, device=ce.device).masked_scatter(mask, ce), mask
 
 
 def nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -54,10 +59,9 @@ def kl_on_answers(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.
 
     The retain term of TOFU's KL baseline and of `--retain_loss_type kl`.
     """
-    logits, labels, mask = _shift(logits, labels)
-    ref_logits = ref_logits[:, :-1].to(logits.dtype)
-    log_p = F.log_softmax(logits[mask], -1)
-    log_ref = F.log_softmax(ref_logits[mask], -1)
+    rows, _, mask = _answer_rows(logits, labels)
+    log_p = F.log_softmax(rows, -1)
+    log_ref = F.log_softmax(ref_logits[:, :-1][mask].to(rows.dtype), -1)
     return (log_ref.exp() * (log_ref - log_p)).sum(-1).sum() / mask.sum().clamp_min(1)
 
 
@@ -113,11 +117,10 @@ def undial_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torc
     public implementations that average over them and index -100 as a token. `teacher_logits` is
     [B, T, V] like `logits`, or already reduced to its [N, V] answer rows (`answer_rows`).
     """
-    logits, labels, mask = _shift(logits, labels)
+    rows, targets, mask = _answer_rows(logits, labels)
     teacher = teacher_logits if teacher_logits.dim() == 2 else teacher_logits[:, :-1][mask]
-    teacher = teacher.to(logits.dtype)
-    target = undial_target(teacher, labels[mask], beta)
-    return -(target * F.log_softmax(logits[mask], -1)).sum(-1).mean()
+    target = undial_target(teacher.to(rows.dtype), targets, beta)
+    return -(target * F.log_softmax(rows, -1)).sum(-1).mean()
 
 
 def rmu_loss(

@@ -344,27 +344,30 @@ class SophiaG(Optimizer):
                     grads = [g.float() for g in grads]
                 if decay != 1.0:
                     torch._foreach_mul_(params, decay)
-                torch._foreach_mul_(exp_avgs, beta1)
-                torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
-                # ratio = m / max(rho*h, eps), with one scratch buffer per bucket.
-                ratio = torch._foreach_mul(hessians, rho)
-                torch._foreach_clamp_min_(ratio, eps)
-                torch._foreach_reciprocal_(ratio)
-                torch._foreach_mul_(ratio, exp_avgs)
-                torch._foreach_clamp_min_(ratio, -1.0)
-                torch._foreach_clamp_max_(ratio, 1.0)
-                torch._foreach_add_(params, ratio, alpha=-lr)
+                torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)  # m <- beta1*m + (1-beta1)*g
+                # ratio = clip(m / max(rho*h, eps), -1, 1), one tensor at a time in one reused scratch
+                # buffer: on CPU a foreach op is a loop over tensors anyway, and this makes 5 passes
+                # over memory instead of 8 plus a temporary per parameter.
+                scratch = torch.empty(max(h.numel() for h in hessians), dtype=hessians[0].dtype,
+                                      device=hessians[0].device)
+                unclipped = None
+                for param, exp_avg, hessian in zip(params, exp_avgs, hessians):
+                    ratio = scratch[: hessian.numel()].view_as(hessian)
+                    torch.mul(hessian, rho, out=ratio)
+                    ratio.clamp_min_(eps)
+                    torch.div(exp_avg, ratio, out=ratio)
+                    ratio.clamp_(-1.0, 1.0)
+                    param.add_(ratio, alpha=-lr)
+                    # |ratio| is exactly 1 where it was clipped, below 1 elsewhere.
+                    count = torch.count_nonzero(ratio.abs_() < 1.0)
+                    unclipped = count if unclipped is None else unclipped + count
                 if low_precision:
                     torch._foreach_copy_(targets, params)
-                # After clipping |ratio| <= 1 and equals 1 exactly where it was
-                # clipped, so floor(|ratio|) is the clip indicator.
-                torch._foreach_abs_(ratio)
-                torch._foreach_floor_(ratio)
-                clipped.append(torch.stack(torch._foreach_norm(ratio, 1)).double().sum())
+                clipped.append(unclipped)
             group[_COORDS] = coords
             if clipped:
                 device = clipped[0].device
-                self._pending_counts[id(group)] = (group, coords - torch.stack([c.to(device) for c in clipped]).sum())
+                self._pending_counts[id(group)] = (group, torch.stack([c.to(device) for c in clipped]).sum())
             else:
                 group[_UNCLIPPED] = 0
         return loss
