@@ -181,7 +181,7 @@ def run(ctx: C.BenchContext) -> dict:
         display=f"{value:.3f}x (refresh {refresh_mean / adamw_mean:.2f} steps; half-batch refresh {value_half:.3f}x)",
         numbers={
             "ratio_mean_over_periods": value, "block_ratios_mean_over_periods": block_means,
-            "ratio_mean_over_periods_hessian_batch_fraction_0.5": value_half,
+            "ratio_mean_over_periods_half_batch_refresh": value_half,
             "median_ratio": medians,
             "per_block_mean_step_s": per_step,
             "sophia": C.summarise_times(step_times["sophia"]), "adamw": C.summarise_times(step_times["adamw"]),
