@@ -100,8 +100,10 @@ def undial_target(teacher_logits: torch.Tensor, labels: torch.Tensor, beta: floa
 
     Its mass on the label is p(y) e^-beta / (1 - p(y) + p(y) e^-beta).
     """
-    onehot = F.one_hot(labels, teacher_logits.shape[-1]).to(teacher_logits.dtype)
-    return F.softmax(teacher_logits - beta * onehot, dim=-1)
+    # scatter_add instead of `teacher - beta * one_hot(y)`: no [N, V] one-hot tensor next to the target.
+    index = labels.unsqueeze(-1)
+    lowered = torch.full(index.shape, -float(beta), dtype=teacher_logits.dtype, device=teacher_logits.device)
+    return F.softmax(teacher_logits.scatter_add(-1, index, lowered), dim=-1)
 
 
 def answer_rows(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
