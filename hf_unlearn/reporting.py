@@ -70,23 +70,36 @@ def plot_runs(runs: list[tuple[str, Path]], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
+    subsamples = set()
     for label, folder in runs:
         folder = Path(folder)
         info = json.loads((folder / "run_info.json").read_text())
         history_file = folder / "tofu_history.json"
         history = json.loads(history_file.read_text()) if history_file.exists() else []
-        history = history.get("history", history) if isinstance(history, dict) else history
-        points = [info.get("before")] + [h.get("metrics", h) for h in history] + [info.get("after")]
-        points = [p for p in points if p and p.get("forget_quality") is not None]
-        if points:
-            ax.plot([p["model_utility"] for p in points], [p["forget_quality"] for p in points], "-o", markersize=3,
-                    label=label)
-            ax.plot(points[-1]["model_utility"], points[-1]["forget_quality"], "*", color="black", markersize=8)
+        if isinstance(history, dict):
+            subsamples.add(history.get("subsample"))
+            history = history.get("history", [])
+        ends = [p for p in (info.get("before"), info.get("after")) if p and p.get("forget_quality") is not None]
+        during = [h.get("metrics", h) for h in history]
+        during = [p for p in during if p and p.get("forget_quality") is not None]
+        color = None
+        if ends:
+            (line,) = ax.plot([p["model_utility"] for p in ends], [p["forget_quality"] for p in ends], "-o",
+                              markersize=3, label=label)
+            color = line.get_color()
+            ax.plot(ends[-1]["model_utility"], ends[-1]["forget_quality"], "*", color="black", markersize=8)
+        if during:
+            # Evaluations during training may use a subsample of the questions: their KS p-values come from
+            # fewer truth ratios than the full evaluations', so they get their own dotted path.
+            ax.plot([p["model_utility"] for p in during], [p["forget_quality"] for p in during], ":.", color=color,
+                    markersize=4, label=None if ends else label)
     ax.set_yscale("log")
     ax.axhline(0.05, color="tab:green", linestyle=":", linewidth=1)
     ax.set_xlabel("model utility")
     ax.set_ylabel("forget quality (KS p-value, log)")
-    ax.set_title("TOFU unlearning: target -> unlearned (star)")
+    subsamples.discard(None)
+    during = f"first {', '.join(map(str, sorted(subsamples)))} questions per split" if subsamples else "all questions"
+    ax.set_title(f"TOFU unlearning: target -> unlearned (star); dotted: during training ({during})", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
