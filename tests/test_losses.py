@@ -150,3 +150,25 @@ def test_npo_gradient_tends_to_ga_direction():
         previous_gap = gap
     assert previous_gap < 1e-3
     assert torch.nn.functional.cosine_similarity(npo, ga, dim=0).item() > 0.999999
+
+
+def test_soft_cross_entropy_matches_log_softmax_form_in_value_and_gradient():
+    """logsumexp(z) - <q, z> (what UNDIAL's loss computes, to keep less for the backward) against the textbook
+    -sum q log softmax(z), float64, on answer rows only; and answer_rows equals the slice-then-mask rows."""
+    torch.manual_seed(3)
+    labels = torch.tensor([[-100, -100, 4, 2, 1], [-100, 3, 0, -100, -100]])
+    logits = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
+    target = torch.softmax(torch.randn(int((labels[:, 1:] != -100).sum()), 6, dtype=torch.float64), -1)
+    rows = losses.answer_rows(logits, labels)
+    assert torch.equal(rows, logits[:, :-1][labels[:, 1:] != -100])
+    assert torch.equal(losses.answer_labels(labels), torch.tensor([4, 2, 1, 3, 0]))
+    ours = losses.soft_cross_entropy(logits, target, labels)
+    (grad_ours,) = torch.autograd.grad(ours, logits)
+    textbook = -(target * torch.log_softmax(rows, -1)).sum(-1).mean()
+    (grad_textbook,) = torch.autograd.grad(textbook, logits)
+    assert abs(ours.item() - textbook.item()) < 1e-12
+    assert torch.allclose(grad_ours, grad_textbook, atol=1e-14)
+    # d/dz_t = (softmax(z_t) - q_t) / N on answer rows, zero elsewhere
+    expected = torch.zeros_like(logits)
+    expected[:, :-1][labels[:, 1:] != -100] = (torch.softmax(rows.detach(), -1) - target) / rows.shape[0]
+    assert torch.allclose(grad_ours, expected, atol=1e-14)

@@ -14,6 +14,10 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
+def _upcast(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 def _answer_rows(logits: torch.Tensor, labels: torch.Tensor):
     """Logit rows that predict an answer token, their labels and the [B, T-1] answer mask.
 
@@ -21,10 +25,7 @@ def _answer_rows(logits: torch.Tensor, labels: torch.Tensor):
     memory); half-precision rows are upcast after the selection, not before.
     """
     mask = labels[:, 1:] != IGNORE_INDEX
-    rows = answer_rows(logits, labels)
-    if rows.dtype in (torch.float16, torch.bfloat16):
-        rows = rows.float()
-    return rows, labels[:, 1:][mask], mask
+    return _upcast(answer_rows(logits, labels)), labels[:, 1:][mask], mask
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,8 +108,31 @@ def undial_target(teacher_logits: torch.Tensor, labels: torch.Tensor, beta: floa
 
 
 def answer_rows(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """[N, V] logits at the N positions that predict an answer token (the rows every loss scores)."""
-    return logits[:, :-1][labels[:, 1:] != IGNORE_INDEX]
+    """[N, V] logits at the N positions that predict an answer token (the rows every loss scores).
+
+    Indexed with a full-length mask rather than through a ``logits[:, :-1]`` slice: the slice's backward
+    would allocate a second [B, T, V] gradient next to the index's.
+    """
+    predicts_answer = torch.zeros_like(labels, dtype=torch.bool)
+    predicts_answer[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return logits[predicts_answer]
+
+
+def answer_labels(labels: torch.Tensor) -> torch.Tensor:
+    """[N] the answer tokens, in the order of `answer_rows`."""
+    shifted = labels[:, 1:]
+    return shifted[shifted != IGNORE_INDEX]
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over answer tokens t of CE(q_t, p_theta,t) = logsumexp(z_t) - <q_t, z_t> (each q_t sums to 1).
+
+    `target` holds the N rows q_t in `answer_rows` order. This form keeps no [N, V] log-softmax or
+    product tensor for the backward, only the logits rows and q.
+    """
+    rows, _, _ = _answer_rows(logits, labels)
+    target = target.to(rows.dtype)
+    return (torch.logsumexp(rows, -1) - torch.bmm(target.unsqueeze(1), rows.unsqueeze(2)).view(-1)).mean()
 
 
 def undial_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
@@ -119,10 +143,9 @@ def undial_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torc
     public implementations that average over them and index -100 as a token. `teacher_logits` is
     [B, T, V] like `logits`, or already reduced to its [N, V] answer rows (`answer_rows`).
     """
-    rows, targets, mask = _answer_rows(logits, labels)
-    teacher = teacher_logits if teacher_logits.dim() == 2 else teacher_logits[:, :-1][mask]
-    target = undial_target(teacher.to(rows.dtype), targets, beta)
-    return -(target * F.log_softmax(rows, -1)).sum(-1).mean()
+    teacher = teacher_logits if teacher_logits.dim() == 2 else answer_rows(teacher_logits, labels)
+    target = undial_target(_upcast(teacher), answer_labels(labels), beta)
+    return soft_cross_entropy(logits, target, labels)
 
 
 def rmu_loss(

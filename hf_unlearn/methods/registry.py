@@ -136,11 +136,18 @@ def _idk_dpo(model, batch, reference, settings, logs):
 
 
 def _undial(model, batch, reference, settings, logs):
+    # = losses.undial_loss, with the adjusted teacher q built before the student's forward: only q, not the
+    # teacher's rows as well, is alive at the memory peak.
     part = batch["forget"]
-    teacher = losses.answer_rows(reference(part).logits, part["labels"])
+    labels = part["labels"]
+    teacher = losses.answer_rows(reference(part).logits, labels)
+    if teacher.dtype in (torch.float16, torch.bfloat16):
+        teacher = teacher.float()
+    target = losses.undial_target(teacher, losses.answer_labels(labels), settings.undial_beta)
+    del teacher
     logits = logits_of(model, part)
-    logs["forget_nll"] = losses.nll(logits.detach(), part["labels"])
-    return losses.undial_loss(logits, teacher, part["labels"], settings.undial_beta)
+    logs["forget_nll"] = losses.nll(logits.detach(), labels)
+    return losses.soft_cross_entropy(logits, target, labels)
 
 
 def _hidden(model, part, layer):

@@ -103,8 +103,10 @@ def gnb_loss(
             f"gnb_loss: labels shape {tuple(labels.shape)} does not match the first two "
             f"dimensions of logits {tuple(logits.shape)}; pass labels of shape (batch, seq)."
         )
-    shift_logits = logits[:, :-1, :]
-    mask = labels[:, 1:] != _IGNORE_INDEX
+    # A full-length mask instead of a logits[:, :-1] slice: the slice's backward would allocate a second
+    # [B, T, V] gradient.
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = labels[:, 1:] != _IGNORE_INDEX
     num_tokens = int(mask.sum())
     if num_tokens == 0:
         raise ValueError(
@@ -112,7 +114,7 @@ def gnb_loss(
             "so there is nothing to sample the Gauss-Newton estimate from; check that "
             "the collator masks only prompt and padding, or skip this batch."
         )
-    rows = shift_logits[mask]  # (B, vocab)
+    rows = logits[mask]  # (B, vocab)
     if rows.dtype in (torch.float16, torch.bfloat16):
         rows = rows.float()  # softmax, sampling and CE in fp32
     if uniforms is None:
