@@ -574,3 +574,25 @@ def test_optim_package_imports_only_torch_and_stdlib():
                 continue
             for root in roots:
                 assert root in allowed, f"{path.name} imports {root}"
+
+
+def test_per_tensor_and_foreach_clipped_steps_agree():
+    """The CPU path (one tensor at a time) and the multi-tensor path (used off CPU) make the same update and
+    count the same unclipped coordinates, with clipped, unclipped and h = 0 coordinates present."""
+    from hf_unlearn.optim.sophia import _clipped_step_foreach, _clipped_step_per_tensor
+
+    torch.manual_seed(5)
+    shapes = [(7, 3), (11,), (2, 2, 5)]
+    exp_avgs = [torch.randn(s) * 0.01 for s in shapes]
+    hessians = [torch.rand(s) for s in shapes]
+    hessians[1][:4] = 0.0  # never refreshed: sign steps
+    params_a = [torch.randn(s) for s in shapes]
+    params_b = [p.clone() for p in params_a]
+    count_a = _clipped_step_per_tensor(params_a, exp_avgs, hessians, lr=0.1, rho=0.04, eps=1e-15)
+    count_b = _clipped_step_foreach(params_b, exp_avgs, hessians, lr=0.1, rho=0.04, eps=1e-15)
+    for a, b in zip(params_a, params_b):
+        assert torch.equal(a, b)
+    ratios = [(m / (h * 0.04).clamp_min(1e-15)).abs() for m, h in zip(exp_avgs, hessians)]
+    expected = sum(int((r < 1).sum()) for r in ratios)
+    assert 0 < expected < sum(r.numel() for r in ratios)
+    assert int(count_a) == int(count_b) == expected

@@ -82,6 +82,42 @@ def _check_scale(scale) -> float:
     return float(scale)
 
 
+def _clipped_step_foreach(params, exp_avgs, hessians, lr: float, rho: float, eps: float) -> torch.Tensor:
+    """θ ← θ − lr·clip(m / max(ρh, ε), −1, 1) with multi-tensor ops (one fused kernel per op on CUDA).
+
+    Returns the number of coordinates left unclipped, as a tensor (no host sync)."""
+    ratio = torch._foreach_mul(hessians, rho)
+    torch._foreach_clamp_min_(ratio, eps)
+    ratio = torch._foreach_div(exp_avgs, ratio)
+    torch._foreach_clamp_min_(ratio, -1.0)
+    torch._foreach_clamp_max_(ratio, 1.0)
+    torch._foreach_add_(params, ratio, alpha=-lr)
+    # |ratio| is exactly 1 where it was clipped, below 1 elsewhere: floor(|ratio|) marks the clipped ones.
+    torch._foreach_abs_(ratio)
+    torch._foreach_floor_(ratio)
+    clipped = torch.stack(torch._foreach_norm(ratio, 1)).sum()
+    return sum(p.numel() for p in params) - clipped.to(torch.float64)
+
+
+def _clipped_step_per_tensor(params, exp_avgs, hessians, lr: float, rho: float, eps: float) -> torch.Tensor:
+    """The same update one tensor at a time, in one reused scratch buffer.
+
+    On CPU a foreach op is a loop over tensors anyway; this makes 5 sweeps over memory for the update
+    (plus 2 for the count) instead of 8 plus a temporary per parameter (bench P2: step 17.7 → 14 ms)."""
+    scratch = torch.empty(max(h.numel() for h in hessians), dtype=hessians[0].dtype, device=hessians[0].device)
+    unclipped = None
+    for param, exp_avg, hessian in zip(params, exp_avgs, hessians):
+        ratio = scratch[: hessian.numel()].view_as(hessian)
+        torch.mul(hessian, rho, out=ratio)
+        ratio.clamp_min_(eps)
+        torch.div(exp_avg, ratio, out=ratio)
+        ratio.clamp_(-1.0, 1.0)
+        param.add_(ratio, alpha=-lr)
+        count = torch.count_nonzero(ratio.abs_() < 1.0)
+        unclipped = count if unclipped is None else unclipped + count
+    return unclipped
+
+
 class SophiaG(Optimizer):
     r"""Sophia with a diagonal Hessian EMA and per-coordinate clipping.
 
@@ -333,7 +369,7 @@ class SophiaG(Optimizer):
             eps = group["eps"]
             decay = 1.0 - lr * group["weight_decay"]
             coords = 0
-            clipped = []
+            unclipped_counts = []
             for (_, dtype), (params, grads, exp_avgs, hessians, steps) in self._buckets(group).items():
                 coords += sum(p.numel() for p in params)
                 torch._foreach_add_(steps, 1.0)
@@ -345,29 +381,16 @@ class SophiaG(Optimizer):
                 if decay != 1.0:
                     torch._foreach_mul_(params, decay)
                 torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)  # m <- beta1*m + (1-beta1)*g
-                # ratio = clip(m / max(rho*h, eps), -1, 1), one tensor at a time in one reused scratch
-                # buffer: on CPU a foreach op is a loop over tensors anyway, and this makes 5 passes
-                # over memory instead of 8 plus a temporary per parameter.
-                scratch = torch.empty(max(h.numel() for h in hessians), dtype=hessians[0].dtype,
-                                      device=hessians[0].device)
-                unclipped = None
-                for param, exp_avg, hessian in zip(params, exp_avgs, hessians):
-                    ratio = scratch[: hessian.numel()].view_as(hessian)
-                    torch.mul(hessian, rho, out=ratio)
-                    ratio.clamp_min_(eps)
-                    torch.div(exp_avg, ratio, out=ratio)
-                    ratio.clamp_(-1.0, 1.0)
-                    param.add_(ratio, alpha=-lr)
-                    # |ratio| is exactly 1 where it was clipped, below 1 elsewhere.
-                    count = torch.count_nonzero(ratio.abs_() < 1.0)
-                    unclipped = count if unclipped is None else unclipped + count
+                clip_step = _clipped_step_per_tensor if params[0].device.type == "cpu" else _clipped_step_foreach
+                unclipped = clip_step(params, exp_avgs, hessians, lr, rho, eps)
                 if low_precision:
                     torch._foreach_copy_(targets, params)
-                clipped.append(unclipped)
+                unclipped_counts.append(unclipped)
             group[_COORDS] = coords
-            if clipped:
-                device = clipped[0].device
-                self._pending_counts[id(group)] = (group, torch.stack([c.to(device) for c in clipped]).sum())
+            if unclipped_counts:
+                device = unclipped_counts[0].device
+                total = torch.stack([c.to(device=device, dtype=torch.float64) for c in unclipped_counts]).sum()
+                self._pending_counts[id(group)] = (group, total)
             else:
                 group[_UNCLIPPED] = 0
         return loss
