@@ -14,7 +14,8 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
-def _upcast(tensor: torch.Tensor) -> torch.Tensor:
+def upcast(tensor: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32 (softmax arithmetic); other dtypes unchanged."""
     return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
@@ -25,7 +26,7 @@ def _answer_rows(logits: torch.Tensor, labels: torch.Tensor):
     memory); half-precision rows are upcast after the selection, not before.
     """
     mask = labels[:, 1:] != IGNORE_INDEX
-    return _upcast(answer_rows(logits, labels)), labels[:, 1:][mask], mask
+    return upcast(answer_rows(logits, labels)), labels[:, 1:][mask], mask
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,7 +145,7 @@ def undial_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torc
     [B, T, V] like `logits`, or already reduced to its [N, V] answer rows (`answer_rows`).
     """
     teacher = teacher_logits if teacher_logits.dim() == 2 else answer_rows(teacher_logits, labels)
-    target = undial_target(_upcast(teacher), answer_labels(labels), beta)
+    target = undial_target(upcast(teacher), answer_labels(labels), beta)
     return soft_cross_entropy(logits, target, labels)
 
 

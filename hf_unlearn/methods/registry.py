@@ -140,9 +140,7 @@ def _undial(model, batch, reference, settings, logs):
     # teacher's rows as well, is alive at the memory peak.
     part = batch["forget"]
     labels = part["labels"]
-    teacher = losses.answer_rows(reference(part).logits, labels)
-    if teacher.dtype in (torch.float16, torch.bfloat16):
-        teacher = teacher.float()
+    teacher = losses.upcast(losses.answer_rows(reference(part).logits, labels))
     target = losses.undial_target(teacher, losses.answer_labels(labels), settings.undial_beta)
     del teacher
     logits = logits_of(model, part)
