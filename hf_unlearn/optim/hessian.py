@@ -61,7 +61,10 @@ def sample_from_logits(rows: torch.Tensor, uniforms: torch.Tensor) -> torch.Tens
     ``torch.multinomial``, and the draw is a fixed function of u, so the caller controls the randomness.
     """
     with torch.no_grad():
-        cdf = torch.softmax(rows.detach().float(), dim=-1).cumsum_(-1)
+        rows = rows.detach()
+        if rows.dtype in (torch.float16, torch.bfloat16):
+            rows = rows.float()  # the cumsum of a half-precision softmax drifts
+        cdf = torch.softmax(rows, dim=-1).cumsum_(-1)
         # Scale u by the last cdf entry so rounding in the cumsum (sum slightly under 1) cannot overflow.
         targets = uniforms.to(device=cdf.device, dtype=cdf.dtype).unsqueeze(-1) * cdf[:, -1:]
         drawn = torch.searchsorted(cdf, targets, right=True).squeeze(-1)
