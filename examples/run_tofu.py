@@ -21,13 +21,14 @@ from hf_unlearn.eval.callback import ForgetQualityCallback
 from hf_unlearn.eval.tofu import evaluate_tofu, write_results
 from hf_unlearn.hub import check_push_credentials
 from hf_unlearn.methods.registry import get_method
-from hf_unlearn.pipeline import check_output_dir, describe_parameters, load_model_and_tokenizer
+from hf_unlearn.pipeline import check_output_dir, describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.reporting import plot_unlearning
 
 
 def main(argv=None):
     parser = TrlParser((UnlearningScriptArguments, UnlearningConfig, ModelConfig))
     script, args, model_args = parser.parse_args_and_config(args=argv)
+    use_gloo_on_cpu(args)
     datasets.disable_progress_bars()
 
     # Everything that can fail does so before the first step, with nothing written.

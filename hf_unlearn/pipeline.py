@@ -8,6 +8,7 @@ exactly the tokens that are later forgotten and scored.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import datasets
@@ -41,6 +42,22 @@ def check_output_dir(output_dir: str, *inputs: str | None) -> None:
                 f"--output_dir {output_dir} is inside the input model folder {source}: writing there could overwrite "
                 "the model you start from. Choose an output_dir outside it."
             )
+
+
+def use_gloo_on_cpu(args: TrainingArguments) -> bool:
+    """DeepSpeed launched on several CPU processes needs `--ddp_backend gloo`; without it accelerate sets up
+    no process group for the Trainer and DeepSpeed fails later with a bare batch-size mismatch. When the user
+    gave no backend, choose gloo for them (one line says so) and set the devices up again. True if it did."""
+    deepspeed = bool(args.deepspeed) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if not deepspeed or world < 2 or args.ddp_backend is not None or torch.cuda.is_available():
+        return False
+    args.ddp_backend = "gloo"
+    args.__dict__.pop("_setup_devices", None)  # cached by TrainingArguments with the backend unset
+    _ = args.device
+    if args.process_index == 0:
+        print("[hf-unlearn] DeepSpeed on CPU: using --ddp_backend gloo (set --ddp_backend to choose another).")
+    return True
 
 
 def tofu_strings(dataset_name: str) -> list[str]:
@@ -133,6 +150,8 @@ def finetune(model, tokenizer, rows: datasets.Dataset, args: TrainingArguments, 
 
 
 def describe_parameters(model) -> str:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # ZeRO-3 leaves each rank an empty placeholder: `ds_numel` is the parameter's true size.
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+    total = sum(n for n, _ in sizes)
+    trainable = sum(n for n, grad in sizes if grad)
     return f"{total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trainable)"

@@ -156,12 +156,27 @@ def _synced_batch_count(n_batches: int, device: torch.device) -> int:
     return int(t.item())
 
 
+def _whole_parameters(model):
+    """ZeRO-3 without its engine (an evaluation before training starts): the parameters are
+    partitioned placeholders and no hooks gather them at forward time, so gather them here for
+    the length of the evaluation.  Once the engine wraps the model its hooks do the gathering."""
+    partitioned = [p for p in model.parameters() if hasattr(p, "ds_id")]
+    if not partitioned or any(hasattr(m, "ds_inflight_param_registry") for m in model.modules()):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
+
+
 @contextlib.contextmanager
 def _eval_mode(model):
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        # ZeRO-3 gathers weights inside the forward; gathered in inference mode, the ones it keeps whole
+        # would become inference tensors that the next training step cannot backward through.
+        partitioned = any(hasattr(p, "ds_id") for p in model.parameters())
+        with _whole_parameters(model), (torch.no_grad() if partitioned else torch.inference_mode()):
             yield
     finally:
         model.train(was_training)
