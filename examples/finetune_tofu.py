@@ -15,6 +15,7 @@ import datasets
 from transformers import TrainingArguments
 from trl import ModelConfig, TrlParser
 
+from hf_unlearn.data.formatting import PromptTemplateArguments, resolve_prompt_template
 from hf_unlearn.data.tofu import default_splits, load_split
 from hf_unlearn.eval.tofu import evaluate_tofu, write_results
 from hf_unlearn.models.tiny import TINY_PRESET
@@ -24,7 +25,7 @@ from hf_unlearn.pipeline import (
 
 
 @dataclass
-class FinetuneTrainingArguments(TrainingArguments):
+class FinetuneTrainingArguments(TrainingArguments, PromptTemplateArguments):
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "Questions per evaluation batch. Default 32."})
 
 
@@ -58,6 +59,8 @@ def main(argv=None):
         trust_remote_code=script.trust_remote_code, revision=model_args.model_revision, seed=args.seed,
         tiny_size=script.tiny_size,
     )
+    template = resolve_prompt_template(tokenizer, model_dir=model_args.model_name_or_path,
+                                       **args.prompt_template_fields())
     rows = load_split(script.dataset_name, script.split)
     if script.max_train_rows:
         rows = rows.select(range(min(script.max_train_rows, len(rows))))
@@ -65,10 +68,12 @@ def main(argv=None):
         rows = with_general_knowledge(rows, script.dataset_name)
     print(f"[finetune_tofu] {script.split}: {len(rows)} rows; {describe_parameters(model)}")
     start = time.perf_counter()
-    trainer = finetune(model, tokenizer, rows, args, max_length=script.max_length)
+    trainer = finetune(model, tokenizer, rows, args, max_length=script.max_length, template=template)
     seconds = time.perf_counter() - start
     trainer.save_model()
     tokenizer.save_pretrained(args.output_dir)
+    if trainer.is_world_process_zero():
+        template.save(args.output_dir)  # unlearning and evaluation of this model read it (--prompt_template auto)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     print(f"[finetune_tofu] trained in {seconds:.1f}s; mean train loss {trainer.train_output.training_loss:.4f}"
           + (f", last logged {losses[-1]:.4f}" if losses else ""))
@@ -77,7 +82,7 @@ def main(argv=None):
         per_sample, summary = evaluate_tofu(
             trainer.model, tokenizer, dataset_name=script.dataset_name, forget_split=script.eval_forget_split,
             holdout_split=default_splits(script.eval_forget_split)[1],
-            batch_size=args.per_device_eval_batch_size, max_new_tokens=script.max_new_tokens,
+            batch_size=args.per_device_eval_batch_size, max_new_tokens=script.max_new_tokens, template=template,
         )
         if trainer.is_world_process_zero():
             write_results(args.output_dir, per_sample, summary)

@@ -71,7 +71,7 @@ def main(argv=None):
         print(f"[run_tofu] {args.unlearn_method} + {args.unlearn_optimizer} on {script.forget_split}: "
               f"{describe_parameters(trainer.model)}")
 
-    before = evaluate_tofu(trainer.model, tokenizer, **eval_kwargs)[1] if tofu_eval and script.evaluate_before else None
+    before = evaluate_tofu(trainer.model, tokenizer, template=trainer.prompt_template, **eval_kwargs)[1] if tofu_eval and script.evaluate_before else None
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
@@ -79,7 +79,7 @@ def main(argv=None):
 
     after = None
     if tofu_eval and not script.skip_final_evaluation:
-        per_sample, after = evaluate_tofu(trainer.model, tokenizer, **eval_kwargs)
+        per_sample, after = evaluate_tofu(trainer.model, tokenizer, template=trainer.prompt_template, **eval_kwargs)
         if trainer.is_world_process_zero():
             write_results(args.output_dir, per_sample, after)
     if trainer.is_world_process_zero():

@@ -11,16 +11,19 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .data.formatting import PromptTemplateArguments
+
 UNLEARN_METHODS = ("ga", "grad_diff", "kl", "npo", "simnpo", "idk_nll", "idk_dpo", "undial", "rmu")
 UNLEARN_OPTIMIZERS = ("adamw", "sophia")
 HESSIAN_ESTIMATORS = ("gnb", "hutchinson", "empirical")
 
 
 @dataclass
-class UnlearningConfig(TrainingArguments):
+class UnlearningConfig(TrainingArguments, PromptTemplateArguments):
     r"""Training arguments for [`UnlearningTrainer`].
 
-    Inherits every `TrainingArguments` flag. Defaults that differ from `TrainingArguments`:
+    Inherits every `TrainingArguments` flag and the prompt-format flags of `PromptTemplateArguments`
+    (`--prompt_template` ...). Defaults that differ from `TrainingArguments`:
     `learning_rate=1e-5`, `num_train_epochs=5`, `lr_scheduler_type="linear"`, `warmup_steps=0`,
     `weight_decay=0.01` (TOFU's unlearning recipe: lr 1e-5, 5 epochs, wd 0.01),
     `remove_unused_columns=False` (batches are nested), `logging_steps=5`, `save_strategy="no"`,
@@ -82,6 +85,12 @@ class UnlearningConfig(TrainingArguments):
         default=None,
         metadata={"help": "Max prompt tokens; longer prompts keep their end (TRL's keep_end). Default None: prompts "
                           "are never cut, and a prompt that leaves no room for its answer is an error."},
+    )
+    disable_dropout: bool = field(
+        default=True,
+        metadata={"help": "Set every dropout probability of the policy and of the reference to 0 (as TRL's "
+                          "disable_dropout, default True there too): dropout would make the forget loss and the "
+                          "reference's targets noisy. Matters for models trained with dropout (OPT, GPT-2, phi)."},
     )
     pairing_seed: int | None = field(
         default=None,

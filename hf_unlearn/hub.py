@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
@@ -50,7 +52,7 @@ def unlearning_model_card(
     *, model_name: str, base_model: str | None, method: str, optimizer: str, dataset_name: str,
     forget_split: str, retain_split: str | None, recipe: dict, library_name: str = "transformers",
     results: dict | None = None, results_before: dict | None = None, plot_file: str | None = None,
-    extra_tags: list[str] | None = None,
+    extra_tags: list[str] | None = None, prompt_template: dict | None = None,
 ) -> ModelCard:
     """A `huggingface_hub.ModelCard` describing one unlearning run."""
     tags = ["unlearning", "hf-unlearn", method, *([] if optimizer == "adamw" else [optimizer]), *(extra_tags or [])]
@@ -75,13 +77,17 @@ def unlearning_model_card(
     if plot_file:
         lines += ["## Forget quality vs model utility during training", "", f"![unlearning curve]({plot_file})", ""]
     lines += ["## Recipe", "", "```yaml", yaml.safe_dump(recipe, sort_keys=True).rstrip(), "```", ""]
+    if prompt_template:
+        lines += ["## Prompt format", "", "Score and use this model with the format it was unlearned on "
+                  "(`prompt_template.json`; `--prompt_template auto` reads it):", "", "```json",
+                  json.dumps(prompt_template, indent=2), "```", ""]
     content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)
     return ModelCard(content)
 
 
 RECIPE_FIELDS = (
     "unlearn_method", "forget_weight", "retain_weight", "retain_loss_type", "npo_beta", "simnpo_beta",
-    "simnpo_gamma", "undial_beta", "rmu_layer", "rmu_steering_coeff", "max_length", "max_prompt_length",
+    "simnpo_gamma", "undial_beta", "rmu_layer", "rmu_steering_coeff", "max_length", "max_prompt_length", "disable_dropout",
     "unlearn_optimizer", "hessian_estimator", "hessian_update_interval", "sophia_rho", "sophia_beta1",
     "sophia_beta2", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
     "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type", "warmup_ratio", "warmup_steps", "seed",

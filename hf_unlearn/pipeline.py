@@ -123,9 +123,9 @@ class AnswerOnlyDataset(torch.utils.data.Dataset):
     """Question/answer rows tokenised by `encode_qa`; the loss sees answer tokens only."""
 
     def __init__(self, tokenizer, rows: datasets.Dataset, max_length: int = 512,
-                 question_column: str = "question", answer_column: str = "answer"):
+                 question_column: str = "question", answer_column: str = "answer", template=None):
         resolve_pad_token_id(tokenizer)
-        self.examples = [encode_qa(tokenizer, q, a, max_length)
+        self.examples = [encode_qa(tokenizer, q, a, max_length, template=template)
                          for q, a in zip(rows[question_column], rows[answer_column])]
 
     def __len__(self):
@@ -141,9 +141,12 @@ class FlatCollator(UnlearningCollator):
         return self.pad(examples)
 
 
-def finetune(model, tokenizer, rows: datasets.Dataset, args: TrainingArguments, max_length: int = 512) -> Trainer:
-    """Trains `model` on `rows` with the loss on answer tokens only (TOFU's fine-tuning)."""
-    trainer = Trainer(model=model, args=args, train_dataset=AnswerOnlyDataset(tokenizer, rows, max_length),
+def finetune(model, tokenizer, rows: datasets.Dataset, args: TrainingArguments, max_length: int = 512,
+             template=None) -> Trainer:
+    """Trains `model` on `rows` with the loss on answer tokens only (TOFU's fine-tuning), in the prompt
+    format `template` (default auto)."""
+    trainer = Trainer(model=model, args=args, train_dataset=AnswerOnlyDataset(tokenizer, rows, max_length,
+                                                                              template=template),
                       data_collator=FlatCollator(tokenizer), processing_class=tokenizer)
     trainer.train_output = trainer.train()
     return trainer

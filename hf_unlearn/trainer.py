@@ -24,9 +24,10 @@ from transformers import AutoModelForCausalLM, Trainer, TrainerCallback
 
 from .callbacks import HessianRefreshCallback
 from .config import UnlearningConfig
-from .data.formatting import IGNORE_INDEX
+from .data.formatting import IGNORE_INDEX, resolve_prompt_template
 from .data.pairing import UnlearningCollator, UnlearningPairs, build_unlearning_dataset
 from .methods.registry import get_method
+from .models.dropout import disable_dropout
 from .models.reference import ReferenceModel, freeze, is_peft_model
 from .optim import SophiaG, gnb_loss, hutchinson_diagonal, EMPIRICAL_SCALE
 
@@ -106,6 +107,18 @@ class UnlearningTrainer(Trainer):
                 "drop `optimizers=` or set unlearn_optimizer='adamw'."
             )
 
+        if args.disable_dropout:  # before the reference is copied from the model: neither has dropout
+            for module in (model, ref_model):
+                if isinstance(module, torch.nn.Module):
+                    disable_dropout(module)
+        # One prompt format for the pairs, the evaluations during training and the saved model
+        # (a model folder's saved prompt_template.json is the `auto` choice).
+        self.prompt_template = None
+        if processing_class is not None:
+            self.prompt_template = resolve_prompt_template(
+                processing_class, model_dir=getattr(getattr(model, "config", None), "_name_or_path", None),
+                **args.prompt_template_fields())
+
         self.method = get_method(args.unlearn_method)
         self.settings = self.method.settings_from(args)
         peft = is_peft_model(model)
@@ -120,7 +133,8 @@ class UnlearningTrainer(Trainer):
                 retain_dataset if self.method.needs_retain(self.settings) else None,
                 needs_idk=self.method.needs_idk, max_length=args.max_length,
                 max_prompt_length=args.max_prompt_length,
-                seed=args.seed if args.pairing_seed is None else args.pairing_seed, **(dataset_columns or {}),
+                seed=args.seed if args.pairing_seed is None else args.pairing_seed, template=self.prompt_template,
+                **(dataset_columns or {}),
             )
         self._check_dataset(train_dataset)
         if data_collator is None:
@@ -428,6 +442,11 @@ class UnlearningTrainer(Trainer):
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call)
+        if self.prompt_template is not None and self.args.should_save:  # the format the model was trained on
+            self.prompt_template.save(output_dir or self.args.output_dir)
+
     # --- model card -----------------------------------------------------------------------------
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
                           tags: list[str] | None = None, **kwargs) -> None:
@@ -450,6 +469,7 @@ class UnlearningTrainer(Trainer):
             library_name="peft" if is_peft_model(self.model) else "transformers",
             results=info.get("results"), results_before=info.get("results_before"),
             plot_file=info.get("plot_file"), extra_tags=tags,
+            prompt_template=self.prompt_template.to_dict() if self.prompt_template is not None else None,
         )
         card.save(str(Path(self.args.output_dir) / "README.md"))
 

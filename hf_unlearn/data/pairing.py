@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .formatting import IGNORE_INDEX, EncodedExample, encode_qa, encode_text
+from .formatting import IGNORE_INDEX, EncodedExample, PromptTemplate, encode_qa, encode_text
 from .refusals import refusal_for
 
 logger = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ def _check_columns(dataset, name: str, columns: Sequence[str]) -> None:
 def encode_rows(
     tokenizer, dataset, name: str, question_column: str = "question", answer_column: str = "answer",
     text_column: str | None = None, max_length: int = 512, max_prompt_length: int | None = None,
+    template: PromptTemplate | None = None,
 ) -> list[EncodedExample]:
     """Tokenises a forget/retain set; fails with the rows whose answers do not fit."""
     if len(dataset) == 0:
@@ -134,7 +135,7 @@ def encode_rows(
     else:
         _check_columns(dataset, name, [question_column, answer_column])
         encoded = [
-            encode_qa(tokenizer, q, a, max_length, max_prompt_length)
+            encode_qa(tokenizer, q, a, max_length, max_prompt_length, template)
             for q, a in zip(dataset[question_column], dataset[answer_column])
         ]
     empty = [i for i, e in enumerate(encoded) if e.num_answer_tokens == 0]
@@ -163,12 +164,12 @@ def warn_on_overlap(forget, retain, columns: Sequence[str]) -> int:
 def build_unlearning_dataset(
     tokenizer, forget, retain=None, *, needs_idk: bool = False, question_column: str = "question",
     answer_column: str = "answer", text_column: str | None = None, max_length: int = 512,
-    max_prompt_length: int | None = None, seed: int = 42,
+    max_prompt_length: int | None = None, seed: int = 42, template: PromptTemplate | None = None,
 ) -> UnlearningPairs:
     """`UnlearningPairs` from `datasets.Dataset`s of question/answer (or text) rows."""
     resolve_pad_token_id(tokenizer)
     kwargs = dict(question_column=question_column, answer_column=answer_column, text_column=text_column,
-                  max_length=max_length, max_prompt_length=max_prompt_length)
+                  max_length=max_length, max_prompt_length=max_prompt_length, template=template)
     forget_encoded = encode_rows(tokenizer, forget, "forget", **kwargs)
     retain_encoded = None
     if retain is not None:
@@ -179,7 +180,7 @@ def build_unlearning_dataset(
         if text_column:
             raise ValueError("idk_nll / idk_dpo need questions to refuse: use question/answer data, not --text_column.")
         idk = [
-            encode_qa(tokenizer, q, refusal_for(i, seed), max_length, max_prompt_length)
+            encode_qa(tokenizer, q, refusal_for(i, seed), max_length, max_prompt_length, template)
             for i, q in enumerate(forget[question_column])
         ]
     return UnlearningPairs(forget_encoded, retain_encoded, idk, seed=seed)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..data.formatting import PromptTemplateArguments, resolve_prompt_template
+
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -135,9 +137,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(
-        EvalArguments, prog="hf-unlearn-eval", description="TOFU evaluation of a causal LM (hf-unlearn)."
+        (EvalArguments, PromptTemplateArguments), prog="hf-unlearn-eval",
+        description="TOFU evaluation of a causal LM (hf-unlearn).",
     )
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    args, prompt_args = parser.parse_args_into_dataclasses(args=argv)
     try:
         _check_args(args)
     except ValueError as exc:
@@ -155,6 +158,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     owns_group = owns_group and torch.distributed.is_available() and torch.distributed.is_initialized()
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
+    try:  # auto: the format saved with the model, else the tokenizer's chat template, else plain
+        template = resolve_prompt_template(tokenizer, model_dir=args.model_name_or_path,
+                                           **prompt_args.prompt_template_fields())
+    except (ValueError, FileNotFoundError) as exc:
+        parser.error(str(exc))
     model = AutoModelForCausalLM.from_pretrained(
         args.model_name_or_path, trust_remote_code=args.trust_remote_code, dtype=dtype
     ).to(device)
@@ -163,6 +171,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         model, tokenizer, args.dataset_name, forget_split=args.forget_split, holdout_split=args.holdout_split,
         retain_reference=args.retain_reference, batch_size=args.per_device_eval_batch_size,
         max_new_tokens=args.max_new_tokens, subsample=args.subsample, show_progress=not args.disable_tqdm,
+        template=template,
     )
     eval_path, summary_path = write_results(args.output_dir, per_sample, summary)
     rank, _ = dist_rank_world()

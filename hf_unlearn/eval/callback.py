@@ -239,6 +239,7 @@ class ForgetQualityCallback(TrainerCallback):
             model, tokenizer, self.dataset_name, forget_split=self.forget_split, holdout_split=self.holdout_split,
             retain_reference=self.reference, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
             subsample=self.subsample, show_progress=self.show_progress and state.is_world_process_zero,
+            template=getattr(self.trainer, "prompt_template", None),  # the format the pairs were built with
         )
         metrics = {  # loggers want numbers: None (no reference / no holdout) is left out
             f"tofu/{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -46,7 +46,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..data.formatting import IGNORE_INDEX, encode_prompt, encode_qa
+from ..data.formatting import IGNORE_INDEX, PromptTemplate, encode_prompt, encode_qa
 from .metrics import MIN_K_PP_VARIANCE_FLOOR
 
 __all__ = [
@@ -207,14 +207,15 @@ def _accepts_logits_to_keep(model) -> bool:
         return False
 
 
-def _encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], int]]:
+def _encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]],
+                  template: Optional[PromptTemplate] = None) -> list[tuple[list[int], int]]:
     """(input ids, prompt length) of each pair, via encode_qa."""
     cache: dict[tuple[str, str], tuple[list[int], int]] = {}
     out = []
     for question, answer in pairs:
         key = (question, answer)
         if key not in cache:
-            ex = encode_qa(tokenizer, question, answer)
+            ex = encode_qa(tokenizer, question, answer, template=template)
             n_prompt = sum(label == IGNORE_INDEX for label in ex.labels)
             if n_prompt == 0:  # the first answer token would have no position predicting it
                 raise ValueError(f"The prompt of question {question!r} encodes to no tokens.")
@@ -304,13 +305,14 @@ def score_answers(
     with_token_stats: bool | Sequence[bool] = False,
     show_progress: bool = True,
     desc: str = "scoring answers",
+    template: Optional[PromptTemplate] = None,
 ) -> list[AnswerScore]:
     """Scores every ``(question, answer)`` pair; returns one :class:`AnswerScore` per pair, in order.
 
     ``with_token_stats`` (one flag, or one per pair) asks for the per-token arrays without the
     final EOS (token log-probs, Min-K%++ scores, argmax-correct flags).  Pairs are sorted by length
     (longest first) and batched ``batch_size`` at a time with right padding; the results do not
-    depend on ``batch_size`` beyond floating-point noise.
+    depend on ``batch_size`` beyond floating-point noise. ``template``: the prompt format (default: auto).
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}.")
@@ -323,7 +325,7 @@ def score_answers(
             raise ValueError(f"with_token_stats has {len(need)} flags for {len(pairs)} pairs.")
     pad_id = padding_id(tokenizer)
     device = _model_device(model)
-    encoded = _encode_pairs(tokenizer, pairs)
+    encoded = _encode_pairs(tokenizer, pairs, template)
     order = sorted(range(len(pairs)), key=lambda i: -len(encoded[i][0]))
     batches = _batches(order, batch_size)
     n_batches = _synced_batch_count(len(batches), device)
@@ -335,7 +337,7 @@ def score_answers(
             elif batches:  # ZeRO-3: a rank with fewer batches repeats one so every rank runs a forward
                 batch = batches[-1]
             else:  # no pairs on this rank at all: score a throwaway pair
-                dummy = _encode_pairs(tokenizer, [("?", "?")])
+                dummy = _encode_pairs(tokenizer, [("?", "?")], template)
                 _score_batch(model, dummy, [False], pad_id, device)
                 bar.update(1)
                 continue
@@ -412,6 +414,7 @@ def generate_answers(
     max_new_tokens: int = 200,
     show_progress: bool = True,
     desc: str = "generating answers",
+    template: Optional[PromptTemplate] = None,
 ) -> list[str]:
     """Greedy answers to ``questions`` (``max_new_tokens`` at most, stopping at EOS), in order.
 
@@ -433,7 +436,7 @@ def generate_answers(
     prompts = []
     for q in questions:
         if q not in prompt_cache:
-            prompt_cache[q] = encode_prompt(tokenizer, q)
+            prompt_cache[q] = encode_prompt(tokenizer, q, template=template)
         prompts.append(prompt_cache[q])
     order = sorted(range(len(questions)), key=lambda i: -len(prompts[i]))
     batches = _batches(order, batch_size)
@@ -446,7 +449,7 @@ def generate_answers(
                 seqs = [prompts[i] for i in batch]
             else:  # ZeRO-3 filler so that every rank calls generate the same number of times
                 batch = []
-                seqs = [prompts[batches[-1][0]]] if batches else [encode_prompt(tokenizer, "?")]
+                seqs = [prompts[batches[-1][0]]] if batches else [encode_prompt(tokenizer, "?", template=template)]
             width = max(len(s) for s in seqs)
             input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
             attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)

@@ -44,6 +44,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
+from ..data.formatting import default_template
 from ..data.tofu import default_splits, load_split
 from . import metrics as M
 from .scoring import AnswerScore, check_tokenizer, dist_rank_world, generate_answers, score_answers
@@ -268,7 +269,8 @@ def _shard(n: int, rank: int, world: int) -> list[tuple[int, bool]]:
     return own + [(0, False)] * (size - len(own))
 
 
-def _run_model(model, tokenizer, items, batch_size, max_new_tokens, show_progress) -> dict[str, list[dict]]:
+def _run_model(model, tokenizer, items, batch_size, max_new_tokens, show_progress,
+               template=None) -> dict[str, list[dict]]:
     rank, world = dist_rank_world()
     pairs: list[tuple[str, str]] = []
     need: list[bool] = []
@@ -303,7 +305,7 @@ def _run_model(model, tokenizer, items, batch_size, max_new_tokens, show_progres
                 }
 
     scores = score_answers(model, tokenizer, pairs, batch_size=batch_size, with_token_stats=need,
-                           show_progress=show_progress, desc="TOFU: scoring answers")
+                           show_progress=show_progress, desc="TOFU: scoring answers", template=template)
     for (key, idx, role, j), s in zip(owners, scores):
         if idx < 0:
             continue
@@ -316,7 +318,7 @@ def _run_model(model, tokenizer, items, batch_size, max_new_tokens, show_progres
             rec["pert"][j] = s.avg_nll
     generations = generate_answers(model, tokenizer, gen_questions, batch_size=batch_size,
                                    max_new_tokens=max_new_tokens, show_progress=show_progress,
-                                   desc="TOFU: generating answers")
+                                   desc="TOFU: generating answers", template=template)
     for (key, idx), text in zip(gen_owners, generations):
         if idx >= 0:
             local[(key, idx)]["generation"] = text
@@ -460,6 +462,7 @@ def evaluate_tofu(
     max_new_tokens: int = 200,
     subsample: Optional[int] = None,
     show_progress: bool = True,
+    template=None,
 ) -> tuple[dict, dict]:
     """Evaluates ``model`` on TOFU; returns ``(per_sample, summary)``.
 
@@ -475,6 +478,8 @@ def evaluate_tofu(
         max_new_tokens: generation length for ROUGE (greedy, stops at EOS).
         subsample: evaluate only the first N questions of every split (quick checks during training).
         show_progress: tqdm bars (on rank 0 only).
+        template: the `PromptTemplate` the model was trained with (default: auto, see
+            ``hf_unlearn.data.formatting``).
 
     ``per_sample`` holds ``config`` and one list of per-question records per split (the content of
     ``tofu_eval.json``); ``summary`` has every key of :data:`SUMMARY_KEYS`.  Every rank of a
@@ -499,8 +504,13 @@ def evaluate_tofu(
             continue
         items[key] = _load_items(dataset_name, key, splits[key], subsample)
     reference_info = _check_reference(reference, items, splits) if reference is not None else None
+    template_fields = (template or default_template(tokenizer)).to_dict()
+    ref_template = ((reference or {}).get("config") or {}).get("prompt_template")
+    if ref_template is not None and ref_template != template_fields:
+        logger.warning("The retain reference was scored with another prompt format (%s) than this evaluation (%s): "
+                       "forget quality compares truth ratios across formats.", ref_template, template_fields)
 
-    raw = _run_model(model, tokenizer, items, batch_size, max_new_tokens, show_progress)
+    raw = _run_model(model, tokenizer, items, batch_size, max_new_tokens, show_progress, template)
 
     per_sample: dict[str, Any] = {
         "format": FORMAT_NAME,
@@ -514,6 +524,7 @@ def evaluate_tofu(
             "max_new_tokens": max_new_tokens,
             "num_questions": {key: len(rows) for key, rows in items.items()},
             "model": getattr(getattr(model, "config", None), "_name_or_path", None) or None,
+            "prompt_template": template_fields,
         },
     }
     for key, rows in items.items():
