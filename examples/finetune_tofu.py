@@ -8,6 +8,7 @@ The run writes the model, its tokenizer, and `tofu_eval.json` / `tofu_summary.js
 `tofu_eval.json` is the `--retain_reference` of `run_tofu.py`.
 """
 
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -16,11 +17,15 @@ from transformers import TrainingArguments
 from trl import ModelConfig, TrlParser
 
 from hf_unlearn.data.formatting import PromptTemplateArguments, resolve_prompt_template
-from hf_unlearn.data.tofu import default_splits, load_split
+from hf_unlearn.data.tofu import default_splits
 from hf_unlearn.eval.tofu import evaluate_tofu, write_results
 from hf_unlearn.models.tiny import TINY_PRESET
 from hf_unlearn.pipeline import (
-    check_output_dir, describe_parameters, finetune, load_model_and_tokenizer, with_general_knowledge,
+    describe_parameters, finetune, load_model_and_tokenizer, use_gloo_on_cpu, with_general_knowledge,
+)
+from hf_unlearn.validation import (
+    check_dataset_source, check_lora_flags, check_model_source, check_output_dir, check_training_numbers,
+    config_file_of, load_checked_split, removed_on_failure, resolve_resume, tofu_evaluation_files,
 )
 
 
@@ -46,29 +51,51 @@ class FinetuneArguments:
                           "otherwise."},
     )
     max_train_rows: int | None = field(default=None, metadata={"help": "Train on the first N rows only (quick runs)."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace the contents of a non-empty --output_dir (an earlier run's output)."}
+    )
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     parser = TrlParser((FinetuneArguments, FinetuneTrainingArguments, ModelConfig))
     script, args, model_args = parser.parse_args_and_config(args=argv)
+    use_gloo_on_cpu(args)
     datasets.disable_progress_bars()
-    check_output_dir(args.output_dir, model_args.model_name_or_path)
 
-    model, tokenizer = load_model_and_tokenizer(
-        model_args.model_name_or_path, script.dataset_name, dtype=model_args.dtype,
-        trust_remote_code=script.trust_remote_code, revision=model_args.model_revision, seed=args.seed,
-        tiny_size=script.tiny_size,
-    )
-    template = resolve_prompt_template(tokenizer, model_dir=model_args.model_name_or_path,
-                                       **args.prompt_template_fields())
-    rows = load_split(script.dataset_name, script.split)
+    # Every input checked before anything runs, with nothing written.
+    check_training_numbers(args)
+    check_lora_flags(model_args)
+    check_model_source(model_args.model_name_or_path, presets=(TINY_PRESET,))
+    check_dataset_source(script.dataset_name)
+    resume_from = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    check_output_dir(args.output_dir, {"model folder": model_args.model_name_or_path,
+                                       "dataset folder": script.dataset_name, "recipe": config_file_of(argv)},
+                     overwrite=script.overwrite_output_dir, resume_from=resume_from)
+    rows = load_checked_split(script.dataset_name, script.split, ("question", "answer"), "training", "--split")
     if script.max_train_rows:
         rows = rows.select(range(min(script.max_train_rows, len(rows))))
-    if script.general_knowledge if script.general_knowledge is not None else model_args.model_name_or_path == TINY_PRESET:
-        rows = with_general_knowledge(rows, script.dataset_name)
-    print(f"[finetune_tofu] {script.split}: {len(rows)} rows; {describe_parameters(model)}")
+    evaluate = not script.skip_evaluation and tofu_evaluation_files(
+        script.dataset_name, script.eval_forget_split, default_splits(script.eval_forget_split)[1]) is not None
+    if not script.skip_evaluation and not evaluate:
+        print(f"[finetune_tofu] no TOFU evaluation files in {script.dataset_name}: skipping the evaluation.")
+
+    with removed_on_failure(args.output_dir, args.process_index == 0):
+        model, tokenizer = load_model_and_tokenizer(
+            model_args.model_name_or_path, script.dataset_name, dtype=model_args.dtype,
+            trust_remote_code=script.trust_remote_code, revision=model_args.model_revision, seed=args.seed,
+            tiny_size=script.tiny_size, attn_implementation=model_args.attn_implementation,
+        )
+        template = resolve_prompt_template(tokenizer, model_dir=model_args.model_name_or_path,
+                                           **args.prompt_template_fields())
+        if script.general_knowledge if script.general_knowledge is not None else model_args.model_name_or_path == TINY_PRESET:
+            rows = with_general_knowledge(rows, script.dataset_name)
+    if args.process_index == 0:
+        print(f"[finetune_tofu] {script.split}: {len(rows)} rows; {describe_parameters(model)}"
+              + (f"; resuming from {resume_from}" if resume_from else ""))
     start = time.perf_counter()
-    trainer = finetune(model, tokenizer, rows, args, max_length=script.max_length, template=template)
+    trainer = finetune(model, tokenizer, rows, args, max_length=script.max_length, template=template,
+                       resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
     trainer.save_model()
     tokenizer.save_pretrained(args.output_dir)
@@ -78,11 +105,12 @@ def main(argv=None):
     print(f"[finetune_tofu] trained in {seconds:.1f}s; mean train loss {trainer.train_output.training_loss:.4f}"
           + (f", last logged {losses[-1]:.4f}" if losses else ""))
 
-    if not script.skip_evaluation:
+    if evaluate:
         per_sample, summary = evaluate_tofu(
             trainer.model, tokenizer, dataset_name=script.dataset_name, forget_split=script.eval_forget_split,
             holdout_split=default_splits(script.eval_forget_split)[1],
             batch_size=args.per_device_eval_batch_size, max_new_tokens=script.max_new_tokens, template=template,
+            show_progress=not args.disable_tqdm,
         )
         if trainer.is_world_process_zero():
             write_results(args.output_dir, per_sample, summary)

@@ -8,6 +8,7 @@ and TRL's `ModelConfig` (model, dtype, LoRA: --use_peft --lora_r 8 ...). A YAML 
 """
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -16,70 +17,76 @@ from trl import ModelConfig, TrlParser, get_peft_config
 
 from hf_unlearn import UnlearningConfig, UnlearningTrainer
 from hf_unlearn.config import UnlearningScriptArguments
-from hf_unlearn.data.tofu import default_splits, load_split
 from hf_unlearn.eval.callback import ForgetQualityCallback
 from hf_unlearn.eval.tofu import evaluate_tofu, write_results
 from hf_unlearn.hub import check_push_credentials
 from hf_unlearn.methods.registry import get_method
-from hf_unlearn.pipeline import check_output_dir, describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
+from hf_unlearn.models.tiny import TINY_PRESET
+from hf_unlearn.pipeline import describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.reporting import plot_unlearning
+from hf_unlearn.validation import check_attention, config_file_of, removed_on_failure, validate_unlearning_run
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     parser = TrlParser((UnlearningScriptArguments, UnlearningConfig, ModelConfig))
     script, args, model_args = parser.parse_args_and_config(args=argv)
     use_gloo_on_cpu(args)
     datasets.disable_progress_bars()
 
-    # Everything that can fail does so before the first step, with nothing written.
-    check_output_dir(args.output_dir, model_args.model_name_or_path, script.retain_reference)
+    # Everything that can fail does so here, before any evaluation or training, with nothing written.
+    method = get_method(args.unlearn_method)
+    run = validate_unlearning_run(script, args, model_args, needs_retain=method.needs_retain(method.settings_from(args)),
+                                  presets=(TINY_PRESET,), config_file=config_file_of(argv))
     if args.push_to_hub:
         check_push_credentials(args.hub_model_id, args.hub_token)
-    retain_default, holdout_default = default_splits(script.forget_split)
-    retain_split = script.retain_split or retain_default
-    holdout_split = script.holdout_split or holdout_default
-    method = get_method(args.unlearn_method)
-    needs_retain = method.needs_retain(method.settings_from(args))
-    if needs_retain and retain_split is None:
-        raise ValueError(f"{args.unlearn_method} needs retain data: give --retain_split.")
-
-    model, tokenizer = load_model_and_tokenizer(
-        model_args.model_name_or_path, script.dataset_name, dtype=model_args.dtype,
-        trust_remote_code=script.trust_remote_code, revision=model_args.model_revision, seed=args.seed,
-    )
-    forget = load_split(script.dataset_name, script.forget_split)
-    retain = load_split(script.dataset_name, retain_split) if needs_retain else None
-    tofu_eval = script.text_column is None
+    main_process = args.process_index == 0
+    for note in run.notes if main_process else ():
+        print(f"[run_tofu] {note}")
+    tofu_eval = run.tofu_eval
+    show_progress = not args.disable_tqdm
     eval_kwargs = dict(dataset_name=script.dataset_name, forget_split=script.forget_split,
-                       holdout_split=holdout_split, retain_reference=script.retain_reference,
+                       holdout_split=run.holdout_split, retain_reference=script.retain_reference,
                        batch_size=args.per_device_eval_batch_size, max_new_tokens=script.max_new_tokens)
 
-    callbacks = []
-    if tofu_eval and args.eval_strategy != "no":
-        callbacks.append(ForgetQualityCallback(
-            subsample=script.eval_subsample, target_forget_quality=script.target_forget_quality,
-            min_model_utility=script.min_model_utility, **eval_kwargs))
-    trainer = UnlearningTrainer(
-        model=model, args=args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer,
-        peft_config=get_peft_config(model_args), callbacks=callbacks,
-        dataset_columns=dict(question_column=script.question_column, answer_column=script.answer_column,
-                             text_column=script.text_column),
-    )
-    for callback in callbacks:
-        callback.attach(trainer)
-    if trainer.is_world_process_zero():
-        print(f"[run_tofu] {args.unlearn_method} + {args.unlearn_optimizer} on {script.forget_split}: "
-              f"{describe_parameters(trainer.model)}")
+    with removed_on_failure(args.output_dir, main_process):
+        model, tokenizer = load_model_and_tokenizer(
+            model_args.model_name_or_path, script.dataset_name, dtype=model_args.dtype,
+            trust_remote_code=script.trust_remote_code, revision=model_args.model_revision, seed=args.seed,
+            attn_implementation=model_args.attn_implementation,
+        )
+        check_attention(args, model)
+        callbacks = []
+        if tofu_eval and args.eval_strategy != "no":
+            callbacks.append(ForgetQualityCallback(
+                subsample=script.eval_subsample, target_forget_quality=script.target_forget_quality,
+                min_model_utility=script.min_model_utility, show_progress=show_progress, **eval_kwargs))
+        trainer = UnlearningTrainer(
+            model=model, args=args, forget_dataset=run.forget, retain_dataset=run.retain, processing_class=tokenizer,
+            peft_config=get_peft_config(model_args), callbacks=callbacks,
+            dataset_columns=dict(question_column=script.question_column, answer_column=script.answer_column,
+                                 text_column=script.text_column),
+        )
+        for callback in callbacks:
+            callback.attach(trainer)
+        if trainer.is_world_process_zero():
+            print(f"[run_tofu] {args.unlearn_method} + {args.unlearn_optimizer} on {script.forget_split}: "
+                  f"{describe_parameters(trainer.model)}"
+                  + (f"; resuming from {run.resume_from}" if run.resume_from else ""))
+        before = None
+        if tofu_eval and script.evaluate_before:
+            before = evaluate_tofu(trainer.model, tokenizer, template=trainer.prompt_template,
+                                   show_progress=show_progress, **eval_kwargs)[1]
 
-    before = evaluate_tofu(trainer.model, tokenizer, template=trainer.prompt_template, **eval_kwargs)[1] if tofu_eval and script.evaluate_before else None
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=run.resume_from)
     train_seconds = time.perf_counter() - start
     trainer.save_model()
 
     after = None
     if tofu_eval and not script.skip_final_evaluation:
-        per_sample, after = evaluate_tofu(trainer.model, tokenizer, template=trainer.prompt_template, **eval_kwargs)
+        per_sample, after = evaluate_tofu(trainer.model, tokenizer, template=trainer.prompt_template,
+                                          show_progress=show_progress, **eval_kwargs)
         if trainer.is_world_process_zero():
             write_results(args.output_dir, per_sample, after)
     if trainer.is_world_process_zero():
@@ -91,7 +98,7 @@ def main(argv=None):
             {"train_seconds": train_seconds, "before": before, "after": after}, indent=2))
         trainer.card_info = dict(
             base_model=model_args.model_name_or_path, dataset_name=script.dataset_name,
-            forget_split=script.forget_split, retain_split=retain_split if needs_retain else None,
+            forget_split=script.forget_split, retain_split=run.retain_split,
             results=after, results_before=before, plot_file=plot.name if plot else None,
             script_args={k: v for k, v in vars(script).items() if v is not None},
         )

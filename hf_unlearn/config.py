@@ -216,3 +216,12 @@ class UnlearningScriptArguments:
     )
     evaluate_before: bool = field(default=True, metadata={"help": "Also evaluate the starting model (card: before/after)."})
     skip_final_evaluation: bool = field(default=False, metadata={"help": "Skip the TOFU evaluation after training."})
+    allow_overlap: bool = field(
+        default=False,
+        metadata={"help": "Accept forget rows that are also retain rows (more than 5% is refused without it)."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace the contents of a non-empty --output_dir (an earlier run's output). Not needed to "
+                          "resume into it with --resume_from_checkpoint."},
+    )

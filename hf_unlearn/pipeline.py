@@ -1,5 +1,5 @@
 """The steps the example scripts and the demo share: load or build a model, fine-tune it on TOFU
-(answer-only loss), and guard the user's files.
+(answer-only loss). The checks of inputs and of the output folder live in `validation.py`.
 
 Fine-tuning uses the same `encode_qa` as unlearning and evaluation, so the target model is trained on
 exactly the tokens that are later forgotten and scored.
@@ -28,20 +28,6 @@ TINY_SIZES = {
     "default": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=688),
     "demo": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=344),
 }
-
-
-def check_output_dir(output_dir: str, *inputs: str | None) -> None:
-    """Refuses an output dir that is, or is inside, an input model dir: never write into the user's model."""
-    out = Path(output_dir).expanduser().resolve()
-    for source in inputs:
-        if not source or not Path(source).expanduser().is_dir():
-            continue
-        src = Path(source).expanduser().resolve()
-        if out == src or src in out.parents:
-            raise ValueError(
-                f"--output_dir {output_dir} is inside the input model folder {source}: writing there could overwrite "
-                "the model you start from. Choose an output_dir outside it."
-            )
 
 
 def use_gloo_on_cpu(args: TrainingArguments) -> bool:
@@ -78,7 +64,8 @@ def tofu_strings(dataset_name: str) -> list[str]:
 
 def load_model_and_tokenizer(model_name_or_path: str, dataset_name: str | None = None, *, dtype: str | None = None,
                              trust_remote_code: bool = False, revision: str = "main", seed: int = 0,
-                             tiny_vocab_size: int = 4096, tiny_size: str = "default"):
+                             tiny_vocab_size: int = 4096, tiny_size: str = "default",
+                             attn_implementation: str | None = None):
     """A model and its tokenizer from a Hub id or local folder, or the built-in `tiny-llama` preset
     (a byte-level BPE tokenizer trained on `dataset_name`'s TOFU strings and a small random Llama)."""
     if model_name_or_path == TINY_PRESET:
@@ -87,12 +74,24 @@ def load_model_and_tokenizer(model_name_or_path: str, dataset_name: str | None =
         tokenizer = train_tokenizer(tofu_strings(dataset_name), vocab_size=tiny_vocab_size)
         if tiny_size not in TINY_SIZES:
             raise ValueError(f"Unknown tiny size {tiny_size!r}; known: {', '.join(TINY_SIZES)}.")
-        return build_tiny_llama(tokenizer, seed=seed, **TINY_SIZES[tiny_size]), tokenizer
+        attention = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        return build_tiny_llama(tokenizer, seed=seed, **TINY_SIZES[tiny_size], **attention), tokenizer
     torch_dtype = getattr(torch, dtype) if dtype not in (None, "auto") else dtype
-    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, revision=revision,
-                                              trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(model_name_or_path, revision=revision, dtype=torch_dtype,
-                                                 trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, revision=revision,
+                                                  trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(model_name_or_path, revision=revision, dtype=torch_dtype,
+                                                     trust_remote_code=trust_remote_code,
+                                                     attn_implementation=attn_implementation)
+    except OSError as err:
+        local = Path(model_name_or_path).expanduser().exists()
+        raise OSError(
+            f"Could not load the model {model_name_or_path!r}: "
+            + ("the folder is incomplete or damaged." if local else
+               "it is not a local folder, and the Hugging Face Hub could not provide it (offline, a typo in the id, "
+               "or a gated repo: `huggingface-cli login`). Give a local folder or check the id.")
+            + f" ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        ) from err
     check_vocabulary(model, tokenizer)
     return model, tokenizer
 
@@ -142,13 +141,13 @@ class FlatCollator(UnlearningCollator):
 
 
 def finetune(model, tokenizer, rows: datasets.Dataset, args: TrainingArguments, max_length: int = 512,
-             template=None) -> Trainer:
+             template=None, resume_from_checkpoint: str | None = None) -> Trainer:
     """Trains `model` on `rows` with the loss on answer tokens only (TOFU's fine-tuning), in the prompt
-    format `template` (default auto)."""
+    format `template` (default auto); `resume_from_checkpoint` continues a checkpoint of the same run."""
     trainer = Trainer(model=model, args=args, train_dataset=AnswerOnlyDataset(tokenizer, rows, max_length,
                                                                               template=template),
                       data_collator=FlatCollator(tokenizer), processing_class=tokenizer)
-    trainer.train_output = trainer.train()
+    trainer.train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return trainer
 
 

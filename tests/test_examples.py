@@ -143,7 +143,7 @@ def test_bad_run_tofu_inputs_fail_before_training(tmp_path, target_setup, monkey
     with pytest.raises(ValueError, match="needs Hugging Face credentials"):
         run_tofu.main(run_tofu_flags(data, model_dir, reference, tmp_path / "o2", "--push_to_hub", "true",
                                      "--hub_model_id", "a/b"))
-    with pytest.raises(ValueError, match="inside the input model folder"):
+    with pytest.raises(ValueError, match="is inside the model folder"):
         run_tofu.main(run_tofu_flags(data, model_dir, reference, model_dir / "unlearned"))
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
     assert not (model_dir / "unlearned").exists()

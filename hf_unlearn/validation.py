@@ -1,0 +1,492 @@
+"""Up-front checks of a run: everything a script will need, checked before any evaluation or training
+step, with nothing written. Each problem raises one `RunInputError` (a `ValueError`) that names it and
+says how to fix it.
+
+The scripts call these in order: training numbers, model source and flags, data (every row of every
+file, named by file and line), the retain reference, the output folder, the checkpoint to resume from.
+What needs the loaded model (vocabulary, attention implementation) is checked right after loading, still
+before anything runs; `removed_on_failure` takes back the output folder if a later start-up step fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+logger = logging.getLogger(__name__)
+
+# Above this fraction of forget rows found again in the retain data the run is refused (the retain term
+# would undo the unlearning); `--allow_overlap` accepts it.
+OVERLAP_THRESHOLD = 0.05
+MODEL_FILES = ("config.json", "adapter_config.json", "model.safetensors", "model.safetensors.index.json",
+               "pytorch_model.bin", "adapter_model.safetensors")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+REFERENCE_FILES = ("tofu_eval.json",)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
+                "pytorch_model.bin", "latest")  # `latest`: DeepSpeed's own checkpoint
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+ATTENTION_FOR_DOUBLE_BACKWARD = ("eager",)
+
+
+class RunInputError(ValueError):
+    """A bad input of a run, found before any work."""
+
+
+def _problems(problems: list[str]) -> None:
+    if len(problems) == 1:
+        raise RunInputError(problems[0])
+    if problems:
+        raise RunInputError("Bad inputs:\n- " + "\n- ".join(problems))
+
+
+# ------------------------------------------------------------------------------------------------
+# training numbers
+# ------------------------------------------------------------------------------------------------
+
+
+def check_training_numbers(args) -> None:
+    """Learning rate finite and > 0, batch sizes and accumulation >= 1, a run of at least one step."""
+    problems = []
+    lr = args.learning_rate
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        problems.append(f"--learning_rate must be a finite number > 0, got {lr} (a learning rate of 0 trains nothing; "
+                        "a negative one descends the wrong way).")
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        value = getattr(args, name, 1)
+        if not isinstance(value, int) or value < 1:
+            problems.append(f"--{name} must be an integer >= 1, got {value}.")
+    if args.max_steps == 0 or (args.max_steps < 0 and not args.num_train_epochs > 0):
+        problems.append(f"The run would train no step (--max_steps {args.max_steps}, --num_train_epochs "
+                        f"{args.num_train_epochs}): give --max_steps > 0 or --num_train_epochs > 0.")
+    for name in ("save_steps", "eval_steps"):
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            problems.append(f"--{name} must be > 0, got {value}.")
+    _problems(problems)
+
+
+def check_lora_flags(model_args) -> None:
+    """LoRA flags only mean something with `--use_peft`: refuse them without it instead of ignoring them."""
+    if model_args.use_peft:
+        return
+    defaults = {f.name: f.default for f in dataclasses.fields(model_args)}
+    given = [name for name in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_target_parameters",
+                               "lora_modules_to_save", "use_rslora", "use_dora")
+             if name in defaults and getattr(model_args, name) != defaults[name]]
+    if given:
+        raise RunInputError(f"{', '.join('--' + g for g in given)} only apply to LoRA, which is off: add --use_peft "
+                            "to train adapters, or drop them to train the whole model.")
+
+
+def check_attention(args, model=None, attn_implementation: str | None = None) -> None:
+    """Hutchinson differentiates the loss twice; of the attention kernels only `eager` allows that."""
+    if getattr(args, "unlearn_optimizer", None) != "sophia" or getattr(args, "hessian_estimator", None) != "hutchinson":
+        return
+    used = attn_implementation
+    if model is not None:
+        used = getattr(getattr(model, "config", None), "_attn_implementation", None) or used
+    if used not in ATTENTION_FOR_DOUBLE_BACKWARD:
+        raise RunInputError(
+            f"--hessian_estimator hutchinson needs a double backward, which the {used or 'default (sdpa)'} attention "
+            "kernel does not have: add --attn_implementation eager, or use --hessian_estimator gnb."
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# model source
+# ------------------------------------------------------------------------------------------------
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def check_model_source(name_or_path: str | None, presets: Sequence[str] = ()) -> None:
+    """A preset, a local model folder with its tokenizer, or something that can be a Hub id."""
+    if not name_or_path:
+        raise RunInputError("No model given: pass --model_name_or_path <local folder or Hub id>"
+                            + (f" (or {' / '.join(presets)} to build one from scratch)." if presets else "."))
+    if name_or_path in presets:
+        return
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise RunInputError(f"--model_name_or_path {name_or_path} is a file; give the folder that holds the model.")
+        if not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+            raise RunInputError(f"--model_name_or_path {name_or_path} holds no model (no config.json): give the folder "
+                                "written by save_pretrained.")
+        if not any((path / f).is_file() for f in TOKENIZER_FILES):
+            raise RunInputError(f"--model_name_or_path {name_or_path} has no tokenizer files ({', '.join(TOKENIZER_FILES)}):"
+                                " save the tokenizer next to the model (tokenizer.save_pretrained(folder)).")
+        return
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
+    if looks_local or not _HUB_ID.match(name_or_path):
+        raise RunInputError(f"--model_name_or_path {name_or_path}: the path does not exist (and it is not a Hub id "
+                            "such as user/model). Check the path.")
+
+
+# ------------------------------------------------------------------------------------------------
+# data: every row of every file
+# ------------------------------------------------------------------------------------------------
+
+
+def _data_file(dataset_name: str, split: str) -> Path | None:
+    from .data.tofu import _LOADERS
+
+    as_file = Path(split).expanduser()
+    if as_file.suffix in _LOADERS and as_file.is_file():
+        return as_file
+    folder = Path(dataset_name).expanduser()
+    if folder.is_dir():
+        for suffix in _LOADERS:
+            if (folder / f"{split}{suffix}").is_file():
+                return folder / f"{split}{suffix}"
+    return None
+
+
+def _json_rows(path: Path) -> list[tuple[int, Any]]:
+    """(line number, parsed value) of a JSON-lines file, or of a JSON array file (line = element index + 1)."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            return list(enumerate(json.loads(text), start=1))
+        except json.JSONDecodeError as err:
+            raise RunInputError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}).") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise RunInputError(f"{path}, line {number}: not valid JSON ({err.msg} at column {err.colno}). Each line "
+                                "must hold one JSON object.") from None
+    return rows
+
+
+def check_rows(rows: Iterable[tuple[Any, Any]], where: str, columns: Sequence[str], role: str) -> int:
+    """Every row an object whose `columns` are non-empty strings; `rows` yields (line or row label, row)."""
+    count = 0
+    for label, row in rows:
+        count += 1
+        if not isinstance(row, Mapping):
+            raise RunInputError(f"{where}, {label}: expected a JSON object with {', '.join(columns)}, got "
+                                f"{type(row).__name__}.")
+        for column in columns:
+            if column not in row:
+                raise RunInputError(f"{where}, {label}: no {column!r} field (fields: {', '.join(map(str, row)) or 'none'})."
+                                    f" The {role} data needs {', '.join(columns)}; name other columns with "
+                                    "--question_column / --answer_column.")
+            value = row[column]
+            if not isinstance(value, str):
+                raise RunInputError(f"{where}, {label}: {column} must be text, got {json.dumps(value)} "
+                                    f"({type(value).__name__}).")
+            if not value.strip():
+                raise RunInputError(f"{where}, {label}: {column} is empty; every {role} row needs a non-empty {column}.")
+    if count == 0:
+        raise RunInputError(f"{where} has no rows: the {role} data is empty.")
+    return count
+
+
+def load_checked_split(dataset_name: str, split: str, columns: Sequence[str], role: str, flag: str):
+    """`load_split` after every row of its file was checked; names the file and line of a bad row."""
+    from .data.tofu import load_split
+
+    path = _data_file(dataset_name, split)
+    if path is not None and path.suffix in (".json", ".jsonl"):
+        check_rows(((f"line {n}", row) for n, row in _json_rows(path)), str(path), columns, role)
+    try:
+        data = load_split(dataset_name, split)
+    except FileNotFoundError as err:
+        raise RunInputError(f"{flag} {split}: {err}") from None
+    except Exception as err:  # the Hub or a parser: name what was being read
+        raise RunInputError(f"{flag} {split}: could not read it from {dataset_name} ({type(err).__name__}: {err}).") from None
+    if path is None or path.suffix not in (".json", ".jsonl"):
+        missing = [c for c in columns if c not in data.column_names]
+        if missing:
+            raise RunInputError(f"{flag} {split} has no column {', '.join(missing)}; columns: {', '.join(data.column_names)}.")
+        check_rows(((f"row {i}", row) for i, row in enumerate(data.select_columns(list(columns)))),
+                   f"{dataset_name}:{split}", columns, role)
+    return data
+
+
+def check_overlap(forget, retain, columns: Sequence[str], allow_overlap: bool) -> float:
+    """The fraction of forget rows also in the retain data; refused above `OVERLAP_THRESHOLD`."""
+    key = lambda ds: set(zip(*(ds[c] for c in columns)))  # noqa: E731
+    forget_rows = key(forget)
+    shared = len(forget_rows & key(retain))
+    fraction = shared / max(len(forget_rows), 1)
+    if fraction > OVERLAP_THRESHOLD and not allow_overlap:
+        raise RunInputError(
+            f"{shared} of {len(forget_rows)} forget rows ({fraction:.0%}) are also in the retain data: the retain term "
+            "would teach back what is being forgotten. Choose disjoint splits (forget10 pairs with retain90), or pass "
+            "--allow_overlap if this is intended."
+        )
+    return fraction
+
+
+# ------------------------------------------------------------------------------------------------
+# the retain reference
+# ------------------------------------------------------------------------------------------------
+
+
+def check_reference(reference: str, forget_questions: Sequence[str] | None = None) -> dict:
+    """The retain model's `tofu_eval.json` parses and was evaluated on these forget questions."""
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        path = path / "tofu_eval.json"
+    if not path.is_file():
+        raise RunInputError(f"--retain_reference {reference}: no such file. Give the tofu_eval.json written by "
+                            "finetune_tofu.py (or python -m hf_unlearn.eval) for the retain model.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f"line {err.lineno}, column {err.colno}: {err.msg}" if isinstance(err, json.JSONDecodeError) else str(err)
+        raise RunInputError(f"--retain_reference {path} is not valid JSON ({where}): the file is damaged; write it "
+                            "again by evaluating the retain model.") from None
+    forget = data.get("forget") if isinstance(data, dict) else None
+    if not isinstance(forget, list) or not forget:
+        raise RunInputError(f"--retain_reference {path} has no 'forget' records: it is not a tofu_eval.json.")
+    for i, record in enumerate(forget):
+        if not isinstance(record, dict) or not isinstance(record.get("question"), str) or not isinstance(
+                record.get("truth_ratio"), (int, float)):
+            raise RunInputError(f"--retain_reference {path}, forget record {i}: needs a 'question' and a numeric "
+                                "'truth_ratio'; the file is damaged or of another format.")
+    if forget_questions is not None:
+        theirs = [r["question"] for r in forget]
+        split = (data.get("config") or {}).get("forget_split", "?")
+        if len(theirs) < len(forget_questions) or theirs[: len(forget_questions)] != list(forget_questions):
+            raise RunInputError(
+                f"--retain_reference {path} was evaluated on other forget questions (its forget split: {split!r}, "
+                f"{len(theirs)} questions; this run: {len(forget_questions)}). Use the retain model evaluated on this "
+                "run's --forget_split."
+            )
+    return data
+
+
+# ------------------------------------------------------------------------------------------------
+# the output folder and resuming
+# ------------------------------------------------------------------------------------------------
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why `path` is not a complete Trainer checkpoint, or None. Trainer writes trainer_state.json last."""
+    if not path.is_dir():
+        return "no such folder"
+    state = path / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (the write was interrupted)"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "trainer_state.json is cut short"
+    if not any((path / f).exists() for f in WEIGHT_FILES):
+        return "no model weights"
+    return None
+
+
+def latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """The highest-numbered complete `checkpoint-N` in `output_dir`; incomplete ones are skipped with a warning."""
+    folder = Path(output_dir).expanduser()
+    if not folder.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT.match(p.name)) and p.is_dir()),
+                   reverse=True)
+    for _, path in found:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        logger.warning("Skipping the incomplete checkpoint %s: %s.", path, problem)
+        print(f"[hf-unlearn] skipping the incomplete checkpoint {path}: {problem}")
+    return None
+
+
+def resolve_resume(value: str | bool | None, output_dir: str) -> str | None:
+    """`--resume_from_checkpoint`: a checkpoint folder, or true = the latest complete one in output_dir."""
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("", "false", "none")):
+        return None
+    if value is True or value.strip().lower() == "true":
+        latest = latest_complete_checkpoint(output_dir)
+        if latest is None:
+            raise RunInputError(f"--resume_from_checkpoint true: no complete checkpoint-N folder in {output_dir} to "
+                                "resume from. Drop the flag to start a new run, or give a checkpoint folder.")
+        return str(latest)
+    problem = checkpoint_problem(Path(value).expanduser())
+    if problem:
+        raise RunInputError(f"--resume_from_checkpoint {value} is not a complete checkpoint ({problem}). Give a "
+                            "checkpoint-N folder, or true for the latest complete one in --output_dir.")
+    return str(Path(value).expanduser())
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def check_output_dir(output_dir: str, inputs: Mapping[str, str | None], *, overwrite: bool = False,
+                     resume_from: str | None = None) -> None:
+    """Never write where the run reads, nor over a model or results without an explicit flag.
+
+    Refused always: an output dir that is, holds or lies inside any input of the run (the model, the data,
+    the retain reference, the recipe). Refused without `--overwrite_output_dir`: a folder holding a model
+    written by an earlier run (training_args.bin), or any other non-empty folder; a folder holding some
+    other model or an evaluation reference is refused even then. Resuming from a checkpoint inside the
+    output dir needs no flag."""
+    out = Path(output_dir).expanduser().resolve()
+    for label, source in inputs.items():
+        if not source or not Path(source).expanduser().exists():
+            continue
+        src = Path(source).expanduser().resolve()
+        if _within(out, src) or _within(src, out):
+            where = "is inside" if _within(out, src) and out != src else ("is" if out == src else "holds")
+            raise RunInputError(f"--output_dir {output_dir} {where} the {label} {source}: writing there could overwrite "
+                                "an input of this run. Choose another --output_dir.")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if resume_from is not None and _within(Path(resume_from).expanduser().resolve(), out):
+        return
+    ours = (out / "training_args.bin").is_file()
+    holds = [f for f in (*MODEL_FILES, *REFERENCE_FILES) if (out / f).is_file()]
+    if holds and not ours:
+        raise RunInputError(f"--output_dir {output_dir} holds a model or evaluation results ({', '.join(holds)}) that "
+                            "this library did not write: choose an empty or new --output_dir.")
+    if not overwrite:
+        what = f"the output of an earlier run ({', '.join(holds)})" if holds else "files"
+        raise RunInputError(f"--output_dir {output_dir} is not empty: it holds {what}. Choose a new folder, pass "
+                            "--overwrite_output_dir to replace it, or --resume_from_checkpoint true to continue it.")
+
+
+@contextlib.contextmanager
+def removed_on_failure(output_dir: str, is_main_process: bool = True):
+    """Start-up steps that may create `output_dir` (Trainer does): if one fails, leave no folder behind
+    that was not there before."""
+    folder = Path(output_dir).expanduser()
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if is_main_process and not existed and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------------------
+# one pass over a whole run
+# ------------------------------------------------------------------------------------------------
+
+TOFU_EVAL_SPLITS = ("{forget}_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
+
+
+def config_file_of(argv: Sequence[str]) -> str | None:
+    """The `--config` recipe among the command-line arguments (an input the output must not overwrite)."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def check_dataset_source(dataset_name: str) -> None:
+    path = Path(dataset_name).expanduser()
+    looks_local = dataset_name.startswith((".", "/", "~")) or dataset_name.count("/") > 1
+    if looks_local and not path.exists():
+        raise RunInputError(f"--dataset_name {dataset_name}: the folder does not exist. Give a folder of JSON-lines "
+                            "splits (forget10.json, retain90.json, ...) or a Hub dataset id.")
+
+
+def tofu_evaluation_files(dataset_name: str, forget_split: str, holdout_split: str | None) -> list[str] | None:
+    """The TOFU evaluation splits found locally (all rows checked), or None when the folder lacks them.
+    A Hub dataset is assumed to have them (returns [])."""
+    if not Path(dataset_name).expanduser().is_dir():
+        return []
+    names = [s.format(forget=forget_split) for s in TOFU_EVAL_SPLITS] + ([holdout_split] if holdout_split else [])
+    paths = [_data_file(dataset_name, name) for name in names]
+    if paths[0] is None:
+        return None
+    missing = [n for n, p in zip(names, paths) if p is None and n != holdout_split]
+    if missing:
+        raise RunInputError(f"{dataset_name} has {names[0]} but not {', '.join(missing)}: the TOFU evaluation needs all "
+                            "of them. Add them, or remove the TOFU evaluation files to train without evaluation.")
+    for path in paths:
+        if path is not None and path.suffix in (".json", ".jsonl"):
+            check_rows(((f"line {n}", row) for n, row in _json_rows(path)), str(path), ("question", "answer"),
+                       "evaluation")
+    return [str(p) for p in paths if p is not None]
+
+
+@dataclasses.dataclass
+class CheckedRun:
+    """What the up-front pass found and resolved."""
+
+    forget: Any = None
+    retain: Any = None
+    retain_split: str | None = None
+    holdout_split: str | None = None
+    resume_from: str | None = None
+    tofu_eval: bool = True
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def validate_unlearning_run(script, args, model_args, *, needs_retain: bool, presets: Sequence[str] = (),
+                            config_file: str | None = None) -> CheckedRun:
+    """Every input of `run_tofu.py`, checked before the model is loaded; nothing is written."""
+    from .data.tofu import default_splits
+
+    check_training_numbers(args)
+    check_lora_flags(model_args)
+    check_model_source(model_args.model_name_or_path, presets)
+    check_dataset_source(script.dataset_name)
+    problems = []
+    if script.max_new_tokens < 1:
+        problems.append(f"--max_new_tokens must be >= 1 (ROUGE scores generated answers), got {script.max_new_tokens}.")
+    if script.eval_subsample is not None and script.eval_subsample < 1:
+        problems.append(f"--eval_subsample must be >= 1 (or left out for every question), got {script.eval_subsample}.")
+    if (script.target_forget_quality is None) != (script.min_model_utility is None):
+        problems.append("The stop rule needs both --target_forget_quality and --min_model_utility.")
+    _problems(problems)
+    run = CheckedRun()
+    run.resume_from = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    inputs = {"model folder": model_args.model_name_or_path, "dataset folder": script.dataset_name,
+              "retain reference": script.retain_reference, "recipe": config_file}
+    check_output_dir(args.output_dir, inputs, overwrite=script.overwrite_output_dir, resume_from=run.resume_from)
+
+    columns = [script.text_column] if script.text_column else [script.question_column, script.answer_column]
+    run.forget = load_checked_split(script.dataset_name, script.forget_split, columns, "forget", "--forget_split")
+    retain_default, holdout_default = default_splits(script.forget_split)
+    run.retain_split = script.retain_split or retain_default
+    run.holdout_split = script.holdout_split or holdout_default
+    if needs_retain:
+        if run.retain_split is None:
+            raise RunInputError(f"--unlearn_method {args.unlearn_method} needs retain data: give --retain_split (a "
+                                f"split name or data file) to go with --forget_split {script.forget_split}.")
+        run.retain = load_checked_split(script.dataset_name, run.retain_split, columns, "retain", "--retain_split")
+        check_overlap(run.forget, run.retain, columns, script.allow_overlap)
+    else:
+        run.retain_split = None
+
+    if script.text_column:
+        run.tofu_eval = False
+    else:
+        found = tofu_evaluation_files(script.dataset_name, script.forget_split, run.holdout_split)
+        if found is None:
+            run.tofu_eval = False
+            run.notes.append(f"no TOFU evaluation files ({script.forget_split}_perturbed.json ...) in "
+                             f"{script.dataset_name}: training without the TOFU evaluation.")
+    if script.retain_reference:
+        if not run.tofu_eval:
+            raise RunInputError("--retain_reference is only used by the TOFU evaluation, which this run does not have "
+                                "(no TOFU evaluation files or --text_column): drop it.")
+        questions = None
+        path = _data_file(script.dataset_name, f"{script.forget_split}_perturbed")
+        if path is not None and path.suffix in (".json", ".jsonl"):
+            questions = [row["question"] for _, row in _json_rows(path)]
+        check_reference(script.retain_reference, questions)
+    elif script.target_forget_quality is not None:
+        raise RunInputError("--target_forget_quality needs --retain_reference (forget quality compares with the retain "
+                            "model).")
+    return run

@@ -1,0 +1,200 @@
+"""Issue 11, item by item, through the scripts users run: bad inputs refused up front with nothing written
+(a table: input -> message), the output-dir guard, resume after a kill (bit-identical), the training log
+line on evaluation steps, progress bars, bring-your-own data and a truthful model card."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "examples"))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, synthetic_splits, tokenizer):
+    """A tiny target model, a synthetic TOFU folder, a retain reference (the target's own evaluation)."""
+    from hf_unlearn.data.synthetic import write_tofu
+    from hf_unlearn.eval.tofu import evaluate_tofu, write_results
+    from hf_unlearn.models.tiny import build_tiny_llama
+
+    root = tmp_path_factory.mktemp("reliability")
+    data = write_tofu(root / "data", synthetic_splits)
+    model = build_tiny_llama(tokenizer, seed=0, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=128)
+    model.save_pretrained(root / "target")
+    tokenizer.save_pretrained(root / "target")
+    per_sample, summary = evaluate_tofu(model, tokenizer, str(data), forget_split="forget10", max_new_tokens=4,
+                                        show_progress=False)
+    write_results(root / "retain_model", per_sample, summary)
+    return root
+
+
+def flags(root: Path, out: Path, *extra: str, model=True) -> list[str]:
+    return [*(["--model_name_or_path", str(root / "target")] if model else []), "--dataset_name", str(root / "data"),
+            "--forget_split", "forget10", "--retain_reference", str(root / "retain_model" / "tofu_eval.json"),
+            "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "4",
+            "--max_new_tokens", "4", "--report_to", "none", "--disable_tqdm", "true", *extra]
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def _write_lines(path: Path, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _data_with(root: Path, tmp: Path, forget_lines: list[str] | None = None) -> Path:
+    """A copy of the data folder whose forget10.json is replaced by `forget_lines`."""
+    folder = tmp / "bad_data"
+    shutil.copytree(root / "data", folder)
+    if forget_lines is not None:
+        _write_lines(folder / "forget10.json", forget_lines)
+    return folder
+
+
+GOOD = json.dumps({"question": "Who wrote it?", "answer": "Someone did."})
+
+
+def _case_inputs(root: Path, tmp: Path, case: str) -> tuple[list[str], Path]:
+    """(argv, output_dir) of one bad input."""
+    out = tmp / "out"
+    f = lambda *extra, **kw: flags(root, out, *extra, **kw)  # noqa: E731
+    data = lambda lines: ["--dataset_name", str(_data_with(root, tmp, lines))]  # noqa: E731
+    ref = tmp / "ref.json"
+    cases = {
+        "negative_lr": lambda: f("--learning_rate=-1e-5"),
+        "nan_lr": lambda: f("--learning_rate", "nan"),
+        "zero_lr": lambda: f("--learning_rate", "0"),
+        "zero_batch": lambda: f("--per_device_train_batch_size", "0"),
+        "zero_eval_batch": lambda: f("--per_device_eval_batch_size", "0"),
+        "zero_accumulation": lambda: f("--gradient_accumulation_steps", "0"),
+        "zero_max_steps": lambda: f("--max_steps", "0"),
+        "zero_epochs": lambda: f("--max_steps=-1", "--num_train_epochs", "0"),
+        "hutchinson_sdpa": lambda: f("--unlearn_optimizer", "sophia", "--hessian_estimator", "hutchinson"),
+        "missing_reference": lambda: f("--retain_reference", str(tmp / "nope" / "tofu_eval.json")),
+        "missing_reference_no_before": lambda: f("--retain_reference", str(tmp / "nope.json"), "--evaluate_before",
+                                                 "false"),
+        "corrupt_reference": lambda: (ref.write_text('{"forget": [{"question": "a", '), f("--retain_reference", str(ref)))[1],
+        "foreign_reference": lambda: (ref.write_text('{"a": 1}'), f("--retain_reference", str(ref)))[1],
+        "other_split_reference": lambda: (ref.write_text(json.dumps({"config": {"forget_split": "forget05"}, "forget": [
+            {"question": "Another question?", "truth_ratio": 0.5}]})), f("--retain_reference", str(ref)))[1],
+        "empty_answer": lambda: f(*data([GOOD, json.dumps({"question": "Q?", "answer": "  "})])),
+        "number_answer": lambda: f(*data([GOOD, json.dumps({"question": "Q?", "answer": 42})])),
+        "null_answer": lambda: f(*data([GOOD, json.dumps({"question": "Q?", "answer": None})])),
+        "malformed_line": lambda: f(*data([GOOD, GOOD, '{"question": "Q?", "answer": "A"'])),
+        "list_row": lambda: f(*data([GOOD, "[1, 2]"])),
+        "empty_file": lambda: f(*data([])),
+        "missing_column": lambda: f("--question_column", "prompt"),
+        "retain_split_full": lambda: f("--retain_split", "full"),
+        "lora_modules_without_peft": lambda: f("--lora_target_modules", "q_proj", "v_proj"),
+        "lora_r_without_peft": lambda: f("--lora_r", "4"),
+        "missing_model_path": lambda: f("--model_name_or_path", str(tmp / "no" / "such" / "model"), model=False),
+        "relative_missing_model": lambda: f("--model_name_or_path", "./outputs/target", model=False),
+        "no_model": lambda: f(model=False),
+        "forget_split_typo": lambda: [*f(), "--forget_split", "forget011"],
+        "model_without_tokenizer": lambda: (shutil.copytree(root / "target", tmp / "m"),
+                                            [p.unlink() for p in (tmp / "m").glob("tokenizer*")],
+                                            f("--model_name_or_path", str(tmp / "m"), model=False))[2],
+        "missing_dataset_folder": lambda: f("--dataset_name", str(tmp / "no_data")),
+        "output_is_retain_model": lambda: flags(root, root / "retain_model"),
+        "output_is_model": lambda: flags(root, root / "target"),
+        "output_inside_model": lambda: flags(root, root / "target" / "unlearned"),
+        "output_is_data": lambda: flags(root, root / "data"),
+        "output_holds_recipe": lambda: (_write_lines(out / "recipe.yaml", ["unlearn_method: ga"]),
+                                        [*f(), "--config", str(out / "recipe.yaml")])[1],
+        "output_not_empty": lambda: (_write_lines(out / "notes.txt", ["mine"]), f())[1],
+        "output_holds_foreign_model": lambda: (shutil.copytree(root / "target", out), f("--overwrite_output_dir", "true"))[1],
+        "resume_true_nothing": lambda: f("--resume_from_checkpoint", "true"),
+        "resume_missing_path": lambda: f("--resume_from_checkpoint", str(tmp / "checkpoint-9")),
+        "zero_max_new_tokens": lambda: f("--max_new_tokens", "0"),
+        "zero_eval_subsample": lambda: f("--eval_subsample", "0"),
+        "half_stop_rule": lambda: f("--target_forget_quality", "0.5"),
+        "push_without_repo": lambda: f("--push_to_hub", "true"),
+        "unknown_method": lambda: f("--unlearn_method", "gradient_ascent"),
+        "retain_method_on_file_split": lambda: [*f(), "--forget_split", str(root / "data" / "forget10.json"),
+                                                "--retain_reference", str(root / "retain_model")],
+    }
+    return cases[case](), out
+
+
+# case -> a fragment of the one message the user gets
+BAD_INPUTS = {
+    "negative_lr": "--learning_rate must be a finite number > 0, got -1e-05",
+    "nan_lr": "--learning_rate must be a finite number > 0, got nan",
+    "zero_lr": "--learning_rate must be a finite number > 0, got 0",
+    "zero_batch": "--per_device_train_batch_size must be an integer >= 1, got 0",
+    "zero_eval_batch": "--per_device_eval_batch_size must be an integer >= 1, got 0",
+    "zero_accumulation": "--gradient_accumulation_steps must be an integer >= 1, got 0",
+    "zero_max_steps": "would train no step (--max_steps 0",
+    "zero_epochs": "would train no step (--max_steps -1, --num_train_epochs 0",
+    "hutchinson_sdpa": "add --attn_implementation eager",
+    "missing_reference": "tofu_eval.json: no such file",
+    "missing_reference_no_before": "nope.json: no such file",
+    "corrupt_reference": "is not valid JSON (line 1",
+    "foreign_reference": "has no 'forget' records",
+    "other_split_reference": "was evaluated on other forget questions (its forget split: 'forget05'",
+    "empty_answer": "forget10.json, line 2: answer is empty",
+    "number_answer": "forget10.json, line 2: answer must be text, got 42 (int)",
+    "null_answer": "forget10.json, line 2: answer must be text, got null (NoneType)",
+    "malformed_line": "forget10.json, line 3: not valid JSON",
+    "list_row": "forget10.json, line 2: expected a JSON object",
+    "empty_file": "forget10.json has no rows",
+    "missing_column": "line 1: no 'prompt' field",
+    "retain_split_full": "forget rows (100%) are also in the retain data",
+    "lora_modules_without_peft": "--lora_target_modules only apply to LoRA, which is off: add --use_peft",
+    "lora_r_without_peft": "--lora_r only apply to LoRA",
+    "missing_model_path": "the path does not exist",
+    "relative_missing_model": "./outputs/target: the path does not exist",
+    "no_model": "No model given: pass --model_name_or_path",
+    "forget_split_typo": "--forget_split forget011: No split 'forget011'",
+    "model_without_tokenizer": "has no tokenizer files",
+    "missing_dataset_folder": "the folder does not exist",
+    "output_is_retain_model": "holds the retain reference",
+    "output_is_model": "is the model folder",
+    "output_inside_model": "is inside the model folder",
+    "output_is_data": "is the dataset folder",
+    "output_holds_recipe": "holds the recipe",
+    "output_not_empty": "is not empty: it holds files. Choose a new folder, pass --overwrite_output_dir",
+    "output_holds_foreign_model": "holds a model or evaluation results (config.json, model.safetensors) that this "
+                                  "library did not write",
+    "resume_true_nothing": "--resume_from_checkpoint true: no complete checkpoint-N folder",
+    "resume_missing_path": "is not a complete checkpoint (no such folder)",
+    "zero_max_new_tokens": "--max_new_tokens must be >= 1",
+    "zero_eval_subsample": "--eval_subsample must be >= 1",
+    "half_stop_rule": "needs both --target_forget_quality and --min_model_utility",
+    "push_without_repo": "--push_to_hub needs --hub_model_id",
+    "unknown_method": "unknown unlearn_method 'gradient_ascent'",
+    "retain_method_on_file_split": "needs retain data: give --retain_split",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_refused_up_front_with_nothing_written(case, setup, tmp_path, monkeypatch):
+    import run_tofu
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    argv, out = _case_inputs(setup, tmp_path, case)
+    existed = out.exists()
+    before_inputs, before_out = _snapshot(setup), (_snapshot(out) if existed else None)
+    with pytest.raises((ValueError, OSError)) as raised:
+        run_tofu.main(argv)
+    assert BAD_INPUTS[case] in str(raised.value), str(raised.value)
+    assert _snapshot(setup) == before_inputs  # no input touched
+    if existed:
+        assert _snapshot(out) == before_out
+    else:
+        assert not out.exists()  # not even an empty folder
