@@ -198,3 +198,99 @@ def test_bad_input_is_refused_up_front_with_nothing_written(case, setup, tmp_pat
         assert _snapshot(out) == before_out
     else:
         assert not out.exists()  # not even an empty folder
+
+
+# ------------------------------------------------------------------------------------------------
+# resume after a kill, through the scripts
+# ------------------------------------------------------------------------------------------------
+
+# Runs a script and SIGKILLs itself at a checkpoint: right after checkpoint-N is complete, or in the middle of
+# writing it (model and optimizer on disk, trainer_state.json not yet): what a kill leaves behind.
+KILLER = r"""
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from transformers import Trainer
+script = __import__(sys.argv[2])
+mode, step = os.environ["KILL_MODE"], int(os.environ["KILL_STEP"])
+name = "_save_checkpoint" if mode == "after_checkpoint" else "_save_rng_state"
+original = getattr(Trainer, name)
+def patched(self, *args, **kwargs):
+    if mode == "during_write" and self.state.global_step == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(self, *args, **kwargs)
+    if mode == "after_checkpoint" and self.state.global_step == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+setattr(Trainer, name, patched)
+script.main(sys.argv[3:])
+"""
+
+
+def _killed_run(script: str, argv: list[str], mode: str, step: int) -> None:
+    env = {**os.environ, "KILL_MODE": mode, "KILL_STEP": str(step), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", KILLER, str(REPO / "examples"), script, *argv], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+def _losses(checkpoint: Path) -> dict[int, float]:
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return {h["step"]: h["loss"] for h in state["log_history"] if "loss" in h}
+
+
+RESUME_FLAGS = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2", "--learning_rate", "1e-3",
+                "--evaluate_before", "false", "--skip_final_evaluation", "true", "--logging_steps", "1",
+                "--hessian_update_interval", "2", "--seed", "3"]
+
+
+@pytest.mark.parametrize("optimizer,kill", [("adamw", "after_checkpoint"), ("sophia", "during_write")])
+def test_killed_run_tofu_resumes_bit_identically(optimizer, kill, setup, tmp_path, capsys):
+    """AdamW: killed right after checkpoint-2, resumed from that path. SophiaG: killed while writing
+    checkpoint-4, resumed with `--resume_from_checkpoint true`, which skips the incomplete checkpoint-4 with a
+    warning and continues from checkpoint-2. Both end bit-identical to the run that was never killed."""
+    import run_tofu
+
+    extra = ["--unlearn_optimizer", optimizer, *RESUME_FLAGS]
+    run_tofu.main(flags(setup, tmp_path / "whole", *extra))
+    killed = tmp_path / "killed"
+    _killed_run("run_tofu", flags(setup, killed, *extra), kill, 2 if kill == "after_checkpoint" else 4)
+    assert (killed / "checkpoint-2" / "trainer_state.json").is_file()
+    if kill == "during_write":
+        assert (killed / "checkpoint-4" / "model.safetensors").is_file()
+        assert not (killed / "checkpoint-4" / "trainer_state.json").exists()
+        resume = "true"
+    else:
+        assert not (killed / "checkpoint-4").exists()
+        resume = str(killed / "checkpoint-2")
+    capsys.readouterr()
+    run_tofu.main(flags(setup, killed, *extra, "--resume_from_checkpoint", resume))  # into its own folder: no flag
+    printed = capsys.readouterr().out
+    assert f"resuming from {killed / 'checkpoint-2'}" in printed
+    if kill == "during_write":
+        assert f"skipping the incomplete checkpoint {killed / 'checkpoint-4'}" in printed
+
+    whole, resumed = load_file(tmp_path / "whole" / "model.safetensors"), load_file(killed / "model.safetensors")
+    start = load_file(setup / "target" / "model.safetensors")
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)  # bit-identical
+    assert not all(torch.equal(whole[k], start[k]) for k in whole)  # and it did train
+    losses_whole, losses_resumed = _losses(tmp_path / "whole" / "checkpoint-6"), _losses(killed / "checkpoint-6")
+    assert sorted(losses_whole) == [1, 2, 3, 4, 5, 6] and losses_resumed == losses_whole
+
+
+def test_killed_finetune_resumes_bit_identically(setup, tmp_path):
+    import finetune_tofu
+
+    def argv(out, *extra):
+        return ["--model_name_or_path", str(setup / "target"), "--dataset_name", str(setup / "data"), "--split",
+                "retain90", "--max_train_rows", "24", "--output_dir", str(out), "--max_steps", "4",
+                "--per_device_train_batch_size", "4", "--learning_rate", "1e-3", "--save_strategy", "steps",
+                "--save_steps", "2", "--skip_evaluation", "true", "--report_to", "none", "--disable_tqdm", "true",
+                "--logging_steps", "1", *extra]
+
+    finetune_tofu.main(argv(tmp_path / "whole"))
+    _killed_run("finetune_tofu", argv(tmp_path / "killed"), "after_checkpoint", 2)
+    finetune_tofu.main(argv(tmp_path / "killed", "--resume_from_checkpoint", "true"))
+    whole, resumed = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert _losses(tmp_path / "killed" / "checkpoint-4") == _losses(tmp_path / "whole" / "checkpoint-4")
