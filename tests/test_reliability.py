@@ -294,3 +294,26 @@ def test_killed_finetune_resumes_bit_identically(setup, tmp_path):
     whole, resumed = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
     assert _losses(tmp_path / "killed" / "checkpoint-4") == _losses(tmp_path / "whole" / "checkpoint-4")
+
+
+# ------------------------------------------------------------------------------------------------
+# logging and progress bars during training
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("disable_tqdm", ["false", "true"])
+def test_training_loss_logged_on_evaluation_steps_and_eval_progress_bars(disable_tqdm, setup, tmp_path, capfd):
+    """Every step evaluates forget quality and every step keeps its training-loss line; the in-training
+    evaluations draw a progress bar unless --disable_tqdm (the only evaluations of this run)."""
+    import run_tofu
+
+    out = tmp_path / "out"
+    run_tofu.main([*flags(setup, out), "--max_steps", "3", "--eval_strategy", "steps", "--eval_steps", "1",
+                   "--eval_subsample", "2", "--logging_steps", "1", "--evaluate_before", "false",
+                   "--skip_final_evaluation", "true", "--save_strategy", "steps", "--save_steps", "3",
+                   "--disable_tqdm", disable_tqdm])
+    history = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3]
+    assert [h["step"] for h in history if "tofu/model_utility" in h] == [1, 2, 3]
+    err = capfd.readouterr().err
+    assert ("TOFU: scoring answers" in err) == (disable_tqdm == "false")

@@ -248,7 +248,7 @@ class ForgetQualityCallback(TrainerCallback):
         entry = {"step": state.global_step, "epoch": state.epoch, "metrics": dict(summary)}
         self.history.append(entry)
         self._update_best(entry)
-        self._log(args, state, metrics)
+        self._log(args, state, control, metrics)
 
         if self.stop_rule and self._meets_rule(summary):
             logger.info(
@@ -288,14 +288,17 @@ class ForgetQualityCallback(TrainerCallback):
             state.best_model_checkpoint = str(path)
         return True
 
-    def _log(self, args, state, metrics: dict[str, float]) -> None:
+    def _log(self, args, state, control, metrics: dict[str, float]) -> None:
         if self.trainer is not None:
             from transformers import Trainer
 
+            # Logging clears control.should_log, which Trainer set for this step's training-loss line: keep it.
+            should_log = control.should_log
             if isinstance(self.trainer, Trainer):
                 Trainer.log(self.trainer, dict(metrics))
             else:
                 self.trainer.log(dict(metrics))
+            control.should_log = should_log
         else:
             state.log_history.append({**metrics, "epoch": state.epoch, "step": state.global_step})
 
