@@ -1,0 +1,113 @@
+"""Unlearn several requests one after another (TOFU: forget01, then forget05, then forget10), evaluating the
+model after each request against that request's retain model.
+
+    accelerate launch examples/run_sequential.py --config recipes/tofu/sequential/undial_adamw.yaml \
+        --model_name_or_path <target model> \
+        --retain_references <retain99>/tofu_eval.json,<retain95>/tofu_eval.json,<retain90>/tofu_eval.json \
+        --output_dir sequential_out
+
+Request k trains on the rows no earlier request had (forget05 minus forget01, ...), starting from request
+k-1's model with a fresh optimizer, and is evaluated on split k (everything forgotten so far). Flags: those
+of run_tofu.py plus `SequentialArguments` (--forget_splits, --retain_references, --sequential_mode).
+Output: request_<k>_<split>/ (model, evaluation, card), sequential_summary.json, sequential.png, README.md.
+"""
+
+from pathlib import Path
+
+import datasets
+from transformers import AutoModelForCausalLM
+from trl import ModelConfig, TrlParser, get_peft_config
+
+from hf_unlearn import UnlearningConfig, UnlearningTrainer
+from hf_unlearn.config import UnlearningScriptArguments
+from hf_unlearn.hub import check_push_credentials, recipe_of
+from hf_unlearn.methods.registry import get_method
+from hf_unlearn.pipeline import check_output_dir, load_model_and_tokenizer
+from hf_unlearn.sequential import (PLOT_FILE, SequentialArguments, TofuRequests, plan_requests, run_requests,
+                                   sequential_model_card, split_list)
+
+
+def main(argv=None):
+    parser = TrlParser((SequentialArguments, UnlearningScriptArguments, UnlearningConfig, ModelConfig))
+    sequential, script, args, model_args = parser.parse_args_and_config(args=argv)
+    datasets.disable_progress_bars()
+
+    # Everything that can fail does so before the first step, with nothing written.
+    if script.retain_reference:
+        raise ValueError("run_sequential.py takes one reference per request: give --retain_references, not "
+                         "--retain_reference.")
+    if script.text_column or script.skip_final_evaluation:
+        raise ValueError("run_sequential.py evaluates TOFU after every request: drop --text_column / "
+                         "--skip_final_evaluation.")
+    references = split_list(sequential.retain_references)
+    check_output_dir(args.output_dir, model_args.model_name_or_path, *references)
+    if args.push_to_hub:
+        check_push_credentials(args.hub_model_id, args.hub_token)
+    method = get_method(args.unlearn_method)
+    benchmark = TofuRequests(script.dataset_name, key_columns=(script.question_column, script.answer_column),
+                             holdout_split=script.holdout_split, batch_size=args.per_device_eval_batch_size,
+                             max_new_tokens=script.max_new_tokens)
+    requests = plan_requests(benchmark, split_list(sequential.forget_splits), references,
+                             mode=sequential.sequential_mode, retain_split=script.retain_split,
+                             needs_retain=method.needs_retain(method.settings_from(args)))
+
+    load = dict(dtype=model_args.dtype, trust_remote_code=script.trust_remote_code, revision=model_args.model_revision,
+                seed=args.seed)
+    original, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, script.dataset_name, **load)
+    peft_config = get_peft_config(model_args)
+
+    dtype = original.dtype
+
+    def load_model(chain):
+        """The original model after the finished requests in `chain` (LoRA: each folder's adapter merged)."""
+        nonlocal original
+        if chain and peft_config is None:
+            return AutoModelForCausalLM.from_pretrained(chain[-1], dtype=dtype,
+                                                        trust_remote_code=script.trust_remote_code)
+        # The loaded original is handed out once (training changes it in place); later requests reload it.
+        model = original if original is not None else load_model_and_tokenizer(
+            model_args.model_name_or_path, script.dataset_name, **load)[0]
+        original = None
+        for folder in chain:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+        return model
+
+    def make_trainer(model, request_args, request):
+        retain = benchmark.load(request.retain_split) if request.retain_split else None
+        return UnlearningTrainer(
+            model=model, args=request_args, forget_dataset=request.forget, retain_dataset=retain,
+            processing_class=tokenizer, peft_config=peft_config,
+            dataset_columns=dict(question_column=script.question_column, answer_column=script.answer_column))
+
+    recipe = recipe_of(args, {**{k: v for k, v in vars(script).items() if v is not None},
+                              **{k: v for k, v in vars(sequential).items() if v is not None}})
+
+    def write_card(done, before, folder):
+        card = sequential_model_card(
+            done, before, model_name=folder.name, base_model=model_args.model_name_or_path,
+            method=args.unlearn_method, optimizer=args.unlearn_optimizer, dataset_name=script.dataset_name,
+            recipe=recipe, metrics=("forget_quality", "model_utility", "forget_rouge"),
+            plot_file=PLOT_FILE if folder == Path(args.output_dir) else None,
+            library_name="peft" if peft_config else "transformers")
+        card.save(str(folder / "README.md"))
+
+    result = run_requests(requests, benchmark, load_model=load_model, tokenizer=tokenizer, args=args,
+                          make_trainer=make_trainer, evaluate_before=script.evaluate_before, card=write_card)
+    final = f"{args.output_dir}/{requests[-1].folder}"
+    print(f"[run_sequential] {len(requests)} requests; forget quality after each: "
+          f"{result['metrics'].get('forget_quality')}; model utility: {result['metrics'].get('model_utility')}; "
+          f"final model in {final}")
+    if args.push_to_hub:  # the final model, with the card that lists every request
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=args.hub_token)
+        repo = api.create_repo(args.hub_model_id, private=args.hub_private_repo, exist_ok=True)
+        api.upload_folder(repo_id=repo.repo_id, folder_path=final,
+                          commit_message=f"hf-unlearn: {args.unlearn_method}, {len(requests)} sequential requests")
+    return result
+
+
+if __name__ == "__main__":
+    main()
