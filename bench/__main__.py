@@ -1,7 +1,7 @@
 """``python -m bench``: run the benchmarks, write ``<output_dir>/<id>.json``, print one table.
 
     python -m bench --output_dir bench/results              # P1-P4 (make bench)
-    python -m bench --quality --output_dir bench/results    # P5-P6 (make bench-quality)
+    python -m bench --quality --output_dir bench/results    # P5, P6, P8 (make bench-quality)
     python -m bench --only P1,P3                           # a subset
     python -m bench --smoke --output_dir /tmp/b            # one tiny step each (the smoke test)
 """
@@ -23,7 +23,7 @@ def parse(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="bench/results", help="Where <id>.json files go (default bench/results).")
-    parser.add_argument("--quality", action="store_true", help="Run the quality benches P5, P6 instead of P1-P4.")
+    parser.add_argument("--quality", action="store_true", help="Run the quality benches P5, P6, P8 instead of P1-P4.")
     parser.add_argument("--only", default=None, help="Comma-separated ids to run, e.g. P1,P3 (overrides --quality).")
     parser.add_argument("--smoke", action="store_true",
                         help="One tiny step of each bench on a tiny model and synthetic data (for the tests).")

@@ -22,7 +22,7 @@ from hf_unlearn import UnlearningConfig, UnlearningTrainer
 from hf_unlearn.config import UnlearningScriptArguments
 from hf_unlearn.hub import check_push_credentials, recipe_of
 from hf_unlearn.methods.registry import get_method
-from hf_unlearn.pipeline import check_output_dir, load_model_and_tokenizer
+from hf_unlearn.pipeline import check_output_dir, load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.sequential import (PLOT_FILE, SequentialArguments, TofuRequests, plan_requests, run_requests,
                                    sequential_model_card, split_list)
 
@@ -30,6 +30,7 @@ from hf_unlearn.sequential import (PLOT_FILE, SequentialArguments, TofuRequests,
 def main(argv=None):
     parser = TrlParser((SequentialArguments, UnlearningScriptArguments, UnlearningConfig, ModelConfig))
     sequential, script, args, model_args = parser.parse_args_and_config(args=argv)
+    use_gloo_on_cpu(args)
     datasets.disable_progress_bars()
 
     # Everything that can fail does so before the first step, with nothing written.

@@ -129,11 +129,11 @@ class TofuRequests:
                 + (" (--holdout_split)" if self.holdout_split else "") + ": leave --holdout_split unset, so that "
                 "each request uses its own split's holdout, or give references made with the same holdout split.")
 
-    def evaluate(self, model, tokenizer, eval_split: str, reference: str | None):
+    def evaluate(self, model, tokenizer, eval_split: str, reference: str | None, template=None):
         from .eval.tofu import evaluate_tofu
 
         return evaluate_tofu(model, tokenizer, self.dataset_name, eval_split, holdout_split=self.holdout_split,
-                             retain_reference=reference, **self.eval_kwargs)
+                             retain_reference=reference, template=template, **self.eval_kwargs)
 
     def write(self, folder: Path, per_sample: dict, summary: dict) -> None:
         from .eval.tofu import write_results
@@ -301,12 +301,13 @@ def run_requests(requests: list[Request], benchmark, *, load_model: Callable[[li
         record = _finished(folder, request)
         if record is None:
             start_from = list(chain) if request.continues else []
-            model = load_model(start_from)
-            if evaluate_before and before is None and request.number == 1:
-                before = benchmark.evaluate(model, tokenizer, request.eval_split, request.reference)[1]
             request_args = copy.copy(args)
             request_args.output_dir = str(folder)
-            trainer = make_trainer(model, request_args, request)
+            trainer = make_trainer(load_model(start_from), request_args, request)
+            template = getattr(trainer, "prompt_template", None)  # the format the request trains in
+            if evaluate_before and before is None and request.number == 1:
+                before = benchmark.evaluate(trainer.model, tokenizer, request.eval_split, request.reference,
+                                            template=template)[1]
             checkpoint = None  # --resume_from_checkpoint: an interrupted request goes on from its last checkpoint
             if getattr(args, "resume_from_checkpoint", None) and folder.is_dir():
                 from transformers.trainer_utils import get_last_checkpoint
@@ -317,14 +318,15 @@ def run_requests(requests: list[Request], benchmark, *, load_model: Callable[[li
             train_seconds = time.perf_counter() - start
             trainer.save_model()
             trainer.accelerator.wait_for_everyone()
-            per_sample, summary = benchmark.evaluate(trainer.model, tokenizer, request.eval_split, request.reference)
+            per_sample, summary = benchmark.evaluate(trainer.model, tokenizer, request.eval_split, request.reference,
+                                                     template=template)
             record = {"request": request.record(), "started_from": Path(start_from[-1]).name if start_from else "original model",
                       "steps": trainer.state.global_step, "train_seconds": train_seconds, "summary": summary}
             if is_main:
                 benchmark.write(folder, per_sample, summary)
                 _atomic_json(folder / REQUEST_FILE, record)  # last: marks the request finished
             trainer.accelerator.wait_for_everyone()
-            del trainer, model
+            del trainer
         else:
             logger.info("Request %d (%s) already finished in %s: not run again.", request.number, request.split, folder)
         done.append(record)
