@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from pathlib import Path
 from collections import defaultdict
 
@@ -49,6 +50,20 @@ class _DatasetEpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.dataset.set_epoch(math.floor((state.epoch or 0.0) + 1e-9))
+
+
+def _refuse_sophia_under_fsdp(args, fsdp_enabled: bool = False) -> None:
+    """SophiaG's refresh folds the rank-averaged sampled gradient into h; under FSDP that needs FSDP's own
+    reduce-scatter into a sharded h, which is not implemented (accelerate runs FSDP on accelerators only, so it
+    cannot be tested on CPU): refused, naming the supported path."""
+    fsdp = fsdp_enabled or bool(args.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp and args.unlearn_optimizer == "sophia":
+        raise ValueError(
+            "unlearn_optimizer='sophia' is not supported under FSDP: SophiaG's Hessian refresh would need FSDP's own "
+            "gradient reduction. Use DeepSpeed ZeRO-2 or ZeRO-3 (accelerate launch --config_file "
+            "recipes/accelerate/zero2.yaml or zero3.yaml), which shard SophiaG's state per rank, or keep FSDP with "
+            "--unlearn_optimizer adamw."
+        )
 
 
 def _row_seed(seed: int, step: int, part: int, row: int) -> int:
@@ -93,6 +108,7 @@ class UnlearningTrainer(Trainer):
             args = UnlearningConfig(output_dir="unlearning_output")
         if not isinstance(args, UnlearningConfig):
             raise TypeError(f"args must be an UnlearningConfig, got {type(args).__name__}.")
+        _refuse_sophia_under_fsdp(args)
         if isinstance(model, str):
             model = AutoModelForCausalLM.from_pretrained(model)
         if peft_config is not None:
@@ -187,7 +203,8 @@ class UnlearningTrainer(Trainer):
         return None if config is None else int(config.get("zero_optimization", {}).get("stage", 0))
 
     def _check_distributed_setup(self) -> None:
-        """Fails early, with the fix, on DeepSpeed settings SophiaG cannot run under."""
+        """Fails early, with the fix, on FSDP / DeepSpeed settings SophiaG cannot run under."""
+        _refuse_sophia_under_fsdp(self.args, self.is_fsdp_enabled)
         config = self._deepspeed_config
         if config is None or self.args.unlearn_optimizer != "sophia":
             return
