@@ -27,6 +27,16 @@ from hf_unlearn.reporting import plot_unlearning
 from hf_unlearn.validation import check_attention, config_file_of, removed_on_failure, validate_unlearning_run
 
 
+def card_flags(script) -> dict:
+    """The script's flags for the model card: set ones only, local paths by their last part."""
+    flags = {}
+    for key, value in vars(script).items():
+        if value is None or key in ("overwrite_output_dir",):
+            continue
+        flags[key] = Path(value).name if isinstance(value, str) and Path(value).expanduser().exists() else value
+    return flags
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = TrlParser((UnlearningScriptArguments, UnlearningConfig, ModelConfig))
@@ -92,15 +102,17 @@ def main(argv=None):
     if trainer.is_world_process_zero():
         output_dir = Path(args.output_dir)
         history = [{"step": h["step"], **h["metrics"]} for h in callbacks[0].history] if callbacks else []
+        drawn = any(h.get("forget_quality") is not None for h in [*history, before or {}, after or {}])
         plot = plot_unlearning(history, output_dir / "unlearning.png", before, after,
-                               title=f"{args.unlearn_method} + {args.unlearn_optimizer}") if tofu_eval else None
+                               title=f"{args.unlearn_method} + {args.unlearn_optimizer}") if drawn else None
         (output_dir / "run_info.json").write_text(json.dumps(
             {"train_seconds": train_seconds, "before": before, "after": after}, indent=2))
         trainer.card_info = dict(
+            model_name=args.hub_model_id or f"{args.unlearn_method}-{args.unlearn_optimizer}-{Path(script.forget_split).stem}",
             base_model=model_args.model_name_or_path, dataset_name=script.dataset_name,
             forget_split=script.forget_split, retain_split=run.retain_split,
             results=after, results_before=before, plot_file=plot.name if plot else None,
-            script_args={k: v for k, v in vars(script).items() if v is not None},
+            script_args={**card_flags(script), "dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch.")},
         )
         trainer.create_model_card()
         summary = ", ".join(f"{k}={after[k]:.4g}" for k in ("forget_quality", "model_utility") if after and

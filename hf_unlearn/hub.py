@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
@@ -48,32 +50,56 @@ def results_table(after: dict, before: dict | None = None) -> str:
     return "\n".join([header, *rows])
 
 
+def is_hub_id(name: str | None) -> bool:
+    """`user/repo` (or a bare repo name) that is not a path on this machine."""
+    if not name or Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        return False
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name))
+
+
+def _source(name: str | None, what: str) -> str:
+    if not name:
+        return f"no {what}"
+    return f"`{name}` (Hugging Face Hub)" if is_hub_id(name) else f"local {what} `{Path(name).name}`"
+
+
 def unlearning_model_card(
     *, model_name: str, base_model: str | None, method: str, optimizer: str, dataset_name: str,
     forget_split: str, retain_split: str | None, recipe: dict, library_name: str = "transformers",
     results: dict | None = None, results_before: dict | None = None, plot_file: str | None = None,
     extra_tags: list[str] | None = None, prompt_template: dict | None = None,
 ) -> ModelCard:
-    """A `huggingface_hub.ModelCard` describing one unlearning run."""
+    """A `huggingface_hub.ModelCard` describing one unlearning run.
+
+    It says only what is known: Hub ids in the metadata only when they are Hub ids (local files are named
+    as local, by folder name, never by path), results and a plot only when there are some, and without
+    results no claim that anything was forgotten."""
     tags = ["unlearning", "hf-unlearn", method, *([] if optimizer == "adamw" else [optimizer]), *(extra_tags or [])]
     data = ModelCardData(
-        base_model=base_model if base_model and "/" in base_model else None,
-        datasets=[dataset_name] if "/" in dataset_name else None,
+        base_model=base_model if is_hub_id(base_model) else None,
+        datasets=[dataset_name] if is_hub_id(dataset_name) else None,
         library_name=library_name, tags=list(dict.fromkeys(tags)),
     )
+    forget_name = Path(forget_split).name if Path(forget_split).suffix else forget_split
+    evaluated = bool(results) and any(isinstance(v, (int, float)) for v in results.values())
     lines = [
         f"# {model_name}",
         "",
-        f"This model was made to **forget** the `{forget_split}` split of `{dataset_name}` with "
-        f"[hf-unlearn](https://github.com/hf-unlearn/hf-unlearn): method `{method}`, optimizer `{optimizer}`"
-        + (f", starting from `{base_model}`." if base_model else "."),
+        f"Unlearning run of [hf-unlearn](https://github.com/hf-unlearn/hf-unlearn): method `{method}`, optimizer "
+        f"`{optimizer}`, trained to forget `{forget_name}`"
+        + (f" while keeping `{Path(retain_split).name if Path(retain_split).suffix else retain_split}`."
+           if retain_split else "."),
         "",
-        f"- forget split: `{forget_split}`",
+        f"- base model: {_source(base_model, 'model')}",
+        f"- data: {_source(dataset_name, 'data folder')}",
+        f"- forget split: `{forget_name}`",
         f"- retain split: `{retain_split}`" if retain_split else "- retain split: none",
         "",
     ]
-    if results:
+    if evaluated:
         lines += ["## Results (TOFU evaluation)", "", results_table(results, results_before), ""]
+    else:
+        lines += ["## Results", "", "This model was not evaluated after training: how much it forgot is not known.", ""]
     if plot_file:
         lines += ["## Forget quality vs model utility during training", "", f"![unlearning curve]({plot_file})", ""]
     lines += ["## Recipe", "", "```yaml", yaml.safe_dump(recipe, sort_keys=True).rstrip(), "```", ""]
@@ -95,13 +121,39 @@ RECIPE_FIELDS = (
 )
 
 
+# Flags that only one family of methods or the SophiaG optimizer reads: left out of other runs' recipes.
+METHOD_ONLY_FIELDS = {
+    "npo_beta": ("npo", "idk_dpo"), "simnpo_beta": ("simnpo",), "simnpo_gamma": ("simnpo",),
+    "undial_beta": ("undial",), "rmu_layer": ("rmu",), "rmu_steering_coeff": ("rmu",),
+}
+SOPHIA_ONLY_FIELDS = ("hessian_estimator", "hessian_update_interval", "sophia_rho", "sophia_beta1", "sophia_beta2")
+
+
 def recipe_of(args, extra: dict | None = None) -> dict:
-    """The unlearning-relevant flags of an `UnlearningConfig` (plus script flags), as a YAML-able dict."""
+    """The unlearning-relevant flags of an `UnlearningConfig` (plus script flags), as a YAML-able dict:
+    only those the run's method and optimizer use, plus what the run really was (processes, effective batch)."""
+    method = getattr(args, "unlearn_method", None)
+    try:
+        from .methods.registry import get_method
+
+        uses_retain = get_method(method).needs_retain(get_method(method).settings_from(args))
+    except Exception:  # an unknown method or a config without its fields: keep every flag
+        uses_retain = True
     recipe = {}
     for name in RECIPE_FIELDS:
+        if name in METHOD_ONLY_FIELDS and method not in METHOD_ONLY_FIELDS[name]:
+            continue
+        if name in ("retain_weight", "retain_loss_type") and not uses_retain:
+            continue
+        if name in SOPHIA_ONLY_FIELDS and getattr(args, "unlearn_optimizer", None) != "sophia":
+            continue
         if hasattr(args, name):
             value = getattr(args, name)
             recipe[name] = value.value if hasattr(value, "value") else value
+    if hasattr(args, "world_size"):
+        recipe["num_processes"] = args.world_size
+        recipe["effective_batch_size"] = (args.per_device_train_batch_size * args.gradient_accumulation_steps
+                                          * args.world_size)
     recipe.update(extra or {})
     return recipe
 

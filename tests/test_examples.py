@@ -130,6 +130,8 @@ def test_push_to_hub_sends_model_card_and_weights(tmp_path, target_setup, monkey
             "tofu_summary.json"} <= set(sent["files"])
     assert "hf_fake_token_for_test" not in sent["card"]
     assert "## Results (TOFU evaluation)" in sent["card"] and "| metric | before | after |" in sent["card"]
+    assert "\n# tiny-unlearned\n" in sent["card"]  # titled after the repository, not the output folder
+    assert "npo_beta: 0.1" in sent["card"] and "sophia_rho" in sent["card"] and "simnpo_beta" not in sent["card"]
 
 
 def test_bad_run_tofu_inputs_fail_before_training(tmp_path, target_setup, monkeypatch):

@@ -317,3 +317,40 @@ def test_training_loss_logged_on_evaluation_steps_and_eval_progress_bars(disable
     assert [h["step"] for h in history if "tofu/model_utility" in h] == [1, 2, 3]
     err = capfd.readouterr().err
     assert ("TOFU: scoring answers" in err) == (disable_tqdm == "false")
+
+
+# ------------------------------------------------------------------------------------------------
+# your own data, and a model card that says only what is true
+# ------------------------------------------------------------------------------------------------
+
+
+def test_own_data_trains_without_tofu_evaluation_and_the_card_says_so(setup, tmp_path, capsys, synthetic_splits):
+    import run_tofu
+    from huggingface_hub import ModelCard
+
+    own = tmp_path / "my_data"
+    _write_lines(own / "my_forget.json", [json.dumps({"question": r["question"], "answer": r["answer"]})
+                                          for r in synthetic_splits["forget10"]])
+    _write_lines(own / "my_retain.json", [json.dumps({"question": r["question"], "answer": r["answer"]})
+                                          for r in synthetic_splits["retain90"][:20]])
+    out = tmp_path / "out"
+    run_tofu.main(["--model_name_or_path", str(setup / "target"), "--dataset_name", str(own), "--forget_split",
+                   "my_forget", "--retain_split", "my_retain", "--output_dir", str(out), "--max_steps", "2",
+                   "--per_device_train_batch_size", "4", "--report_to", "none", "--disable_tqdm", "true"])
+    printed = capsys.readouterr().out
+    assert printed.count("no TOFU evaluation files (my_forget_perturbed.json ...)") == 1
+    assert (out / "model.safetensors").is_file() and not (out / "unlearning.png").exists()
+    assert not (out / "tofu_eval.json").exists()
+
+    card = ModelCard.load(out / "README.md")
+    assert card.text.lstrip().startswith("# grad_diff-adamw-my_forget")  # not the folder name "out"
+    assert card.data.base_model is None and card.data.datasets is None  # local runs: no Hub ids
+    assert "local model `target`" in card.text and "local data folder `my_data`" in card.text
+    assert "locuslab/TOFU" not in card.text and str(tmp_path) not in card.text and str(setup) not in card.text
+    assert "was not evaluated" in card.text and "forget quality" not in card.text.lower()
+    assert "![" not in card.text  # no plot was drawn, none embedded
+    recipe = card.text.split("```yaml")[1].split("```")[0]
+    for line in ("dtype: float32", "num_processes: 1", "effective_batch_size: 4", "unlearn_method: grad_diff"):
+        assert line in recipe, line
+    for unused in ("npo_beta", "simnpo_beta", "undial_beta", "rmu_layer", "sophia_rho", "hessian_estimator"):
+        assert unused not in recipe, unused
