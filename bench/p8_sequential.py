@@ -97,7 +97,7 @@ def benchmark(ctx: C.BenchContext):
     from hf_unlearn.sequential import TofuRequests
 
     class KeptAuthors(TofuRequests):
-        def load(self, split):
+        def load(self, split, role="forget"):
             return _rows(ctx, split)
 
     folder, _ = C.data_dir(ctx)
@@ -167,7 +167,7 @@ def run_method(ctx: C.BenchContext, refs: dict, method: str) -> dict:
         return AutoModelForCausalLM.from_pretrained(chain[-1] if chain else refs["target_model"])
 
     def make_trainer(model, request_args, request):
-        retain = bench.load(request.retain_split) if request.retain_split else None
+        retain = bench.load(request.retain_split, "retain") if request.retain_split else None
         return UnlearningTrainer(model=model, args=request_args, forget_dataset=request.forget, retain_dataset=retain,
                                  processing_class=tokenizer)
 

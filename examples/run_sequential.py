@@ -12,6 +12,7 @@ of run_tofu.py plus `SequentialArguments` (--forget_splits, --retain_references,
 Output: request_<k>_<split>/ (model, evaluation, card), sequential_summary.json, sequential.png, README.md.
 """
 
+import sys
 from pathlib import Path
 
 import datasets
@@ -22,12 +23,16 @@ from hf_unlearn import UnlearningConfig, UnlearningTrainer
 from hf_unlearn.config import UnlearningScriptArguments
 from hf_unlearn.hub import check_push_credentials, recipe_of
 from hf_unlearn.methods.registry import get_method
-from hf_unlearn.pipeline import check_output_dir, load_model_and_tokenizer, use_gloo_on_cpu
-from hf_unlearn.sequential import (PLOT_FILE, SequentialArguments, TofuRequests, plan_requests, run_requests,
-                                   sequential_model_card, split_list)
+from hf_unlearn.models.tiny import TINY_PRESET
+from hf_unlearn.pipeline import load_model_and_tokenizer, use_gloo_on_cpu
+from hf_unlearn.sequential import (PLOT_FILE, SequentialArguments, TofuRequests, plan_requests, resolve_resume_flag,
+                                   run_requests, sequential_model_card, split_list)
+from hf_unlearn.validation import (RunInputError, check_attention, check_dataset_source, check_lora_flags,
+                                   check_model_source, check_output_dir, check_training_numbers, config_file_of)
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     parser = TrlParser((SequentialArguments, UnlearningScriptArguments, UnlearningConfig, ModelConfig))
     sequential, script, args, model_args = parser.parse_args_and_config(args=argv)
     use_gloo_on_cpu(args)
@@ -35,13 +40,22 @@ def main(argv=None):
 
     # Everything that can fail does so before the first step, with nothing written.
     if script.retain_reference:
-        raise ValueError("run_sequential.py takes one reference per request: give --retain_references, not "
-                         "--retain_reference.")
+        raise RunInputError("run_sequential.py takes one reference per request: give --retain_references, not "
+                            "--retain_reference.")
     if script.text_column or script.skip_final_evaluation:
-        raise ValueError("run_sequential.py evaluates TOFU after every request: drop --text_column / "
-                         "--skip_final_evaluation.")
+        raise RunInputError("run_sequential.py evaluates TOFU after every request: drop --text_column / "
+                            "--skip_final_evaluation.")
+    check_training_numbers(args)
+    check_lora_flags(model_args)
+    check_model_source(model_args.model_name_or_path, (TINY_PRESET,))
+    check_dataset_source(script.dataset_name)
     references = split_list(sequential.retain_references)
-    check_output_dir(args.output_dir, model_args.model_name_or_path, *references)
+    # --resume_from_checkpoint true continues a sequential run in --output_dir (finished requests are kept).
+    resume = resolve_resume_flag(args.resume_from_checkpoint)
+    inputs = {"model folder": model_args.model_name_or_path, "dataset folder": script.dataset_name,
+              "recipe": config_file_of(argv), **{f"reference {i}": r for i, r in enumerate(references, start=1)}}
+    check_output_dir(args.output_dir, inputs, overwrite=script.overwrite_output_dir or resume,
+                     resume_from=args.output_dir if resume else None)
     if args.push_to_hub:
         check_push_credentials(args.hub_model_id, args.hub_token)
     method = get_method(args.unlearn_method)
@@ -53,10 +67,10 @@ def main(argv=None):
                              needs_retain=method.needs_retain(method.settings_from(args)))
 
     load = dict(dtype=model_args.dtype, trust_remote_code=script.trust_remote_code, revision=model_args.model_revision,
-                seed=args.seed)
+                seed=args.seed, attn_implementation=model_args.attn_implementation)
     original, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, script.dataset_name, **load)
+    check_attention(args, original)
     peft_config = get_peft_config(model_args)
-
     dtype = original.dtype
 
     def load_model(chain):
@@ -76,7 +90,7 @@ def main(argv=None):
         return model
 
     def make_trainer(model, request_args, request):
-        retain = benchmark.load(request.retain_split) if request.retain_split else None
+        retain = benchmark.load(request.retain_split, "retain") if request.retain_split else None
         return UnlearningTrainer(
             model=model, args=request_args, forget_dataset=request.forget, retain_dataset=retain,
             processing_class=tokenizer, peft_config=peft_config,
@@ -95,7 +109,8 @@ def main(argv=None):
         card.save(str(folder / "README.md"))
 
     result = run_requests(requests, benchmark, load_model=load_model, tokenizer=tokenizer, args=args,
-                          make_trainer=make_trainer, evaluate_before=script.evaluate_before, card=write_card)
+                          make_trainer=make_trainer, evaluate_before=script.evaluate_before, card=write_card,
+                          resume=resume)
     final = f"{args.output_dir}/{requests[-1].folder}"
     print(f"[run_sequential] {len(requests)} requests; forget quality after each: "
           f"{result['metrics'].get('forget_quality')}; model utility: {result['metrics'].get('model_utility')}; "

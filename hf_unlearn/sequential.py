@@ -95,10 +95,23 @@ class TofuRequests:
         self.holdout_split = holdout_split
         self.eval_kwargs = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, subsample=subsample)
 
-    def load(self, split: str) -> datasets.Dataset:
-        from .data.tofu import load_split
+    def load(self, split: str, role: str = "forget") -> datasets.Dataset:
+        """A split, every row checked (a bad row is named by file and line)."""
+        from .validation import load_checked_split
 
-        return load_split(self.dataset_name, split)
+        flag = "--forget_splits" if role == "forget" else "--retain_split"
+        return load_checked_split(self.dataset_name, split, self.key_columns, role, flag)
+
+    def check_evaluation(self, eval_split: str) -> None:
+        """The evaluation splits of `eval_split` exist and their rows are sound."""
+        from .eval.tofu import resolve_splits
+        from .validation import RunInputError, tofu_evaluation_files
+
+        holdout = resolve_splits(eval_split, self.holdout_split)["holdout"]
+        if tofu_evaluation_files(self.dataset_name, eval_split, holdout) is None:
+            raise RunInputError(f"{self.dataset_name} has no {eval_split}_perturbed split: the evaluation after the "
+                                f"request on {eval_split} needs it (and retain_perturbed, real_authors_perturbed, "
+                                "world_facts_perturbed).")
 
     def default_retain(self, eval_split: str) -> str | None:
         from .data.tofu import default_splits
@@ -223,7 +236,7 @@ def plan_requests(benchmark, forget_splits: list[str], retain_references: list[s
             raise ValueError(f"Request {number} ({split!r}) has no default retain split: give --retain_split.")
         if retain is not None:
             if retain not in retain_cache:
-                retain_cache[retain] = set(_row_keys(benchmark.load(retain), benchmark.key_columns, retain))
+                retain_cache[retain] = set(_row_keys(benchmark.load(retain, "retain"), benchmark.key_columns, retain))
             # Retain rows that this request (or, sequentially, an earlier one) forgets would be taught back.
             forgotten = set(keys) if mode == "independent" else earlier_keys | set(keys)
             clash = len(retain_cache[retain] & forgotten)
@@ -233,6 +246,7 @@ def plan_requests(benchmark, forget_splits: list[str], retain_references: list[s
                     f"{'this request' if mode == 'independent' else f'requests 1..{number}'} forget: training on "
                     "them would teach them back. Give a retain split without them (TOFU: the retain split that "
                     "matches the largest forget split so far, the default).")
+        benchmark.check_evaluation(split)
         reference = references[number - 1] if references else None
         if reference is not None:
             benchmark.check_reference(reference, split, number)
@@ -275,9 +289,22 @@ def _finished(folder: Path, request: Request) -> dict | None:
     return record
 
 
+def resolve_resume_flag(value) -> bool:
+    """`--resume_from_checkpoint` of a sequential run: true continues the run in --output_dir (finished
+    requests kept, the interrupted one from its latest complete checkpoint); a checkpoint path is refused
+    (which request would it belong to?)."""
+    if value is None or value is False or str(value).strip().lower() in ("", "false", "none"):
+        return False
+    if value is True or str(value).strip().lower() == "true":
+        return True
+    raise ValueError(f"--resume_from_checkpoint {value}: a sequential run resumes as a whole; pass true to continue "
+                     "the run in --output_dir (finished requests are kept, an interrupted one goes on from its latest "
+                     "complete checkpoint).")
+
+
 def run_requests(requests: list[Request], benchmark, *, load_model: Callable[[list[str]], Any], tokenizer,
                  args, make_trainer: Callable[..., Any], evaluate_before: bool = True,
-                 card: Callable[[list[dict], dict | None, Path], None] | None = None) -> dict:
+                 card: Callable[[list[dict], dict | None, Path], None] | None = None, resume: bool = False) -> dict:
     """Runs the planned requests in order and returns the content of ``sequential_summary.json``.
 
     `load_model(chain)` returns a request's starting model: the original for an empty chain, else the
@@ -287,7 +314,7 @@ def run_requests(requests: list[Request], benchmark, *, load_model: Callable[[li
     """
     top = Path(args.output_dir)
     summary_path = top / SUMMARY_FILE
-    state = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    state = json.loads(summary_path.read_text()) if resume and summary_path.is_file() else {}
     for old, new in zip(state.get("requests", []), requests):
         if not _same_request(old, new.record()):
             raise ValueError(f"{top} holds a finished request of another plan ({old}), not {new.record()}: use a new "
@@ -298,7 +325,7 @@ def run_requests(requests: list[Request], benchmark, *, load_model: Callable[[li
     chain: list[str] = []
     for request in requests:
         folder = top / request.folder
-        record = _finished(folder, request)
+        record = _finished(folder, request) if resume else None
         if record is None:
             start_from = list(chain) if request.continues else []
             request_args = copy.copy(args)
@@ -308,11 +335,11 @@ def run_requests(requests: list[Request], benchmark, *, load_model: Callable[[li
             if evaluate_before and before is None and request.number == 1:
                 before = benchmark.evaluate(trainer.model, tokenizer, request.eval_split, request.reference,
                                             template=template)[1]
-            checkpoint = None  # --resume_from_checkpoint: an interrupted request goes on from its last checkpoint
-            if getattr(args, "resume_from_checkpoint", None) and folder.is_dir():
-                from transformers.trainer_utils import get_last_checkpoint
+            checkpoint = None  # resuming: an interrupted request goes on from its latest complete checkpoint
+            if resume:
+                from .validation import latest_complete_checkpoint
 
-                checkpoint = get_last_checkpoint(str(folder))
+                checkpoint = latest_complete_checkpoint(folder)
             start = time.perf_counter()
             trainer.train(resume_from_checkpoint=checkpoint)
             train_seconds = time.perf_counter() - start
@@ -432,5 +459,5 @@ def sequential_model_card(done: list[dict], before: dict | None, *, model_name: 
 
 
 __all__ = ["SequentialArguments", "TofuRequests", "Request", "plan_requests", "run_requests", "summarise",
-           "plot_requests", "requests_table", "sequential_model_card", "split_list", "SEQUENTIAL_MODES", "REQUEST_FILE", "SUMMARY_FILE",
+           "plot_requests", "requests_table", "sequential_model_card", "split_list", "resolve_resume_flag", "SEQUENTIAL_MODES", "REQUEST_FILE", "SUMMARY_FILE",
            "PLOT_FILE"]

@@ -153,14 +153,16 @@ def test_each_request_trains_its_rows_from_the_previous_weights_and_resumes(seq_
     # Resume: finished requests are not run again; an unfinished one restarts from its predecessor's weights.
     (folders[2] / "sequential_request.json").unlink()
     seen.clear()
-    again = run_sequential.main(flags(seq_setup, out, "--evaluate_before", "false"))
+    again = run_sequential.main(flags(seq_setup, out, "--evaluate_before", "false", "--resume_from_checkpoint", "true"))
     assert [s["questions"] for s in seen] == [plan_rows[2]]
     request_2 = load_file(folders[1] / "model.safetensors")
     assert all(torch.equal(seen[0]["weights"][name], request_2[name]) for name in request_2)
     assert again["metrics"]["forget_quality"][:2] == result["metrics"]["forget_quality"][:2]
     with pytest.raises(ValueError, match="holds a finished request of another plan"):
-        run_sequential.main(flags(seq_setup, out, splits=("forget05", "forget10"),
+        run_sequential.main(flags(seq_setup, out, "--resume_from_checkpoint", "true", splits=("forget05", "forget10"),
                                   references=seq_setup["references"][1:]))
+    with pytest.raises(ValueError, match="is not empty"):  # without --resume_from_checkpoint: a new run, refused
+        run_sequential.main(flags(seq_setup, out))
 
 
 def test_run_sequential_with_accelerate_launch(seq_setup, tmp_path):
