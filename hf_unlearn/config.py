@@ -60,7 +60,10 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments):
         default=4.5, metadata={"help": "SimNPO beta. Default 4.5 (open-unlearning TOFU SimNPO config)."}
     )
     simnpo_gamma: float = field(
-        default=0.0, metadata={"help": "SimNPO reward margin gamma. Default 0 (open-unlearning TOFU SimNPO config)."}
+        default=0.0,
+        metadata={"help": "SimNPO reward margin gamma, where the SimNPO paper puts it: -(2/beta) log sigmoid(beta * "
+                          "NLL/|y| - gamma). Default 0. open-unlearning's margin delta sits inside the product, "
+                          "beta * (NLL/|y| - delta): its delta equals gamma / beta (see docs/conventions.md)."}
     )
     undial_beta: float = field(
         default=10.0,
@@ -74,8 +77,9 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments):
     )
     rmu_steering_coeff: float = field(
         default=20.0,
-        metadata={"help": "RMU: norm c of the random control vector. Default 20 (open-unlearning's RMU; WMDP uses "
-                          "6.5 for Zephyr-7B)."},
+        metadata={"help": "RMU: norm c of the random control vector. Default 20, the default argument of "
+                          "open-unlearning's RMU trainer (its TOFU RMU config runs 300 with alpha 1000; the WMDP code "
+                          "used 6.5 for Zephyr-7B): tune it to the model's activation norms."},
     )
     max_length: int = field(
         default=512,

@@ -160,9 +160,9 @@ def rmu_loss(
     retain = mean over answer positions and hidden units of (h_theta - h_frozen)^2.
     The caller weighs them: L = gamma * forget + alpha * retain.
     """
-    forget_sel = forget_hidden[forget_mask].float()
+    forget_sel = upcast(forget_hidden[forget_mask])  # half -> float32; float32/float64 stay as they are
     forget = ((forget_sel - control.to(forget_sel.dtype)) ** 2).mean()
     if retain_hidden is None:
         return forget, None
-    retain = ((retain_hidden[retain_mask].float() - frozen_retain_hidden[retain_mask].float()) ** 2).mean()
+    retain = ((upcast(retain_hidden[retain_mask]) - upcast(frozen_retain_hidden[retain_mask])) ** 2).mean()
     return forget, retain

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.layers import decoder_layer_output
 from . import losses
 
 
@@ -149,8 +150,9 @@ def _undial(model, batch, reference, settings, logs):
 
 
 def _hidden(model, part, layer):
-    out = model(input_ids=part["input_ids"], attention_mask=part["attention_mask"], output_hidden_states=True)
-    return out.hidden_states[layer + 1]  # [0] is the embedding output
+    """Decoder layer `layer`'s output (by a forward hook: for the last layer hidden_states[L] is the normed state)."""
+    return decoder_layer_output(model, layer, lambda: model(input_ids=part["input_ids"],
+                                                            attention_mask=part["attention_mask"]))
 
 
 def _rmu_forget(model, batch, reference, settings, logs):
@@ -162,9 +164,9 @@ def _rmu_forget(model, batch, reference, settings, logs):
 def _rmu_retain(model, batch, reference, settings):
     part = batch["retain"]
     hidden = _hidden(model, part, settings.rmu_layer)
-    frozen = reference(part, output_hidden_states=True).hidden_states[settings.rmu_layer + 1]
+    frozen = decoder_layer_output(reference.module, settings.rmu_layer, lambda: reference(part))
     mask = part["labels"] != losses.IGNORE_INDEX
-    return ((hidden[mask].float() - frozen[mask].float()) ** 2).mean()
+    return ((losses.upcast(hidden[mask]) - losses.upcast(frozen[mask]).to(hidden.device)) ** 2).mean()
 
 
 def _rmu_setup(model, settings: MethodSettings, seed: int, is_peft: bool) -> MethodSettings:
