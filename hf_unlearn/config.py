@@ -229,3 +229,31 @@ class UnlearningScriptArguments:
         metadata={"help": "Replace the contents of a non-empty --output_dir (an earlier run's output). Not needed to "
                           "resume into it with --resume_from_checkpoint."},
     )
+
+
+@dataclass
+class MuseScriptArguments(UnlearningScriptArguments):
+    """Data and evaluation flags of `examples/run_muse.py`: run_tofu's flags with MUSE's defaults."""
+
+    dataset_name: str = field(
+        default="muse-bench/MUSE-News",
+        metadata={"help": "muse-bench/MUSE-News, muse-bench/MUSE-Books, or a local folder in MUSE's GitHub release "
+                          "layout (<dir>/<config>/<split>.json)."},
+    )
+    forget_split: str = field(
+        default="raw/forget",
+        metadata={"help": "Text to forget: raw/forget, or one request of scal/forget_1..4 or sust/forget_1..4."},
+    )
+    retain_split: str | None = field(default="raw/retain1", metadata={"help": "Text to keep. Default raw/retain1."})
+    text_column: str | None = field(
+        default="text", metadata={"help": "Column of the forget/retain documents (MUSE: text)."}
+    )
+    retain_reference: str | None = field(
+        default=None,
+        metadata={"help": "muse_eval.json of the retrain model (examples/finetune_muse.py --train_splits "
+                          "retain1,retain2): enables privleak."},
+    )
+    max_new_tokens: int = field(
+        default=128, metadata={"help": "VerbMem continuation length, and the gt cut (MUSE: 128)."}
+    )
+    knowmem_max_new_tokens: int = field(default=32, metadata={"help": "KnowMem answer length (MUSE: 32)."})

@@ -65,13 +65,15 @@ def tofu_strings(dataset_name: str) -> list[str]:
 def load_model_and_tokenizer(model_name_or_path: str, dataset_name: str | None = None, *, dtype: str | None = None,
                              trust_remote_code: bool = False, revision: str = "main", seed: int = 0,
                              tiny_vocab_size: int = 4096, tiny_size: str = "default",
-                             attn_implementation: str | None = None):
+                             attn_implementation: str | None = None, tiny_corpus: list[str] | None = None):
     """A model and its tokenizer from a Hub id or local folder, or the built-in `tiny-llama` preset
-    (a byte-level BPE tokenizer trained on `dataset_name`'s TOFU strings and a small random Llama)."""
+    (a byte-level BPE tokenizer trained on `tiny_corpus`, by default `dataset_name`'s TOFU strings, and a
+    small random Llama)."""
     if model_name_or_path == TINY_PRESET:
-        if dataset_name is None:
+        if dataset_name is None and tiny_corpus is None:
             raise ValueError("The tiny-llama preset trains its tokenizer on the data: give --dataset_name.")
-        tokenizer = train_tokenizer(tofu_strings(dataset_name), vocab_size=tiny_vocab_size)
+        corpus = tiny_corpus if tiny_corpus is not None else tofu_strings(dataset_name)
+        tokenizer = train_tokenizer(corpus, vocab_size=tiny_vocab_size)
         if tiny_size not in TINY_SIZES:
             raise ValueError(f"Unknown tiny size {tiny_size!r}; known: {', '.join(TINY_SIZES)}.")
         attention = {"attn_implementation": attn_implementation} if attn_implementation else {}
@@ -118,14 +120,11 @@ def check_vocabulary(model, tokenizer) -> None:
         )
 
 
-class AnswerOnlyDataset(torch.utils.data.Dataset):
-    """Question/answer rows tokenised by `encode_qa`; the loss sees answer tokens only."""
+class EncodedDataset(torch.utils.data.Dataset):
+    """Already tokenised examples (`EncodedExample`: input ids and labels), e.g. text windows."""
 
-    def __init__(self, tokenizer, rows: datasets.Dataset, max_length: int = 512,
-                 question_column: str = "question", answer_column: str = "answer", template=None):
-        resolve_pad_token_id(tokenizer)
-        self.examples = [encode_qa(tokenizer, q, a, max_length, template=template)
-                         for q, a in zip(rows[question_column], rows[answer_column])]
+    def __init__(self, examples):
+        self.examples = list(examples)
 
     def __len__(self):
         return len(self.examples)
@@ -135,17 +134,29 @@ class AnswerOnlyDataset(torch.utils.data.Dataset):
         return {"input_ids": example.input_ids, "labels": example.labels}
 
 
+class AnswerOnlyDataset(EncodedDataset):
+    """Question/answer rows tokenised by `encode_qa`; the loss sees answer tokens only."""
+
+    def __init__(self, tokenizer, rows: datasets.Dataset, max_length: int = 512,
+                 question_column: str = "question", answer_column: str = "answer", template=None):
+        resolve_pad_token_id(tokenizer)
+        super().__init__(encode_qa(tokenizer, q, a, max_length, template=template)
+                         for q, a in zip(rows[question_column], rows[answer_column]))
+
+
 class FlatCollator(UnlearningCollator):
     def __call__(self, examples):
         return self.pad(examples)
 
 
-def finetune(model, tokenizer, rows: datasets.Dataset, args: TrainingArguments, max_length: int = 512,
+def finetune(model, tokenizer, rows: datasets.Dataset | EncodedDataset, args: TrainingArguments, max_length: int = 512,
              template=None, resume_from_checkpoint: str | None = None) -> Trainer:
     """Trains `model` on `rows` with the loss on answer tokens only (TOFU's fine-tuning), in the prompt
-    format `template` (default auto); `resume_from_checkpoint` continues a checkpoint of the same run."""
-    trainer = Trainer(model=model, args=args, train_dataset=AnswerOnlyDataset(tokenizer, rows, max_length,
-                                                                              template=template),
+    format `template` (default auto), or on an `EncodedDataset`'s labels (MUSE: text windows, every token);
+    `resume_from_checkpoint` continues a checkpoint of the same run."""
+    dataset = rows if isinstance(rows, EncodedDataset) else AnswerOnlyDataset(tokenizer, rows, max_length,
+                                                                               template=template)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset,
                       data_collator=FlatCollator(tokenizer), processing_class=tokenizer)
     trainer.train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return trainer

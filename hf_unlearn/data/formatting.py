@@ -339,15 +339,3 @@ def encode_qa(
         answer_ids = answer_ids[: max(0, max_length - len(prompt_ids))]
     return EncodedExample(prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids)
 
-
-def encode_text(tokenizer, text: str, max_length: int | None = None) -> EncodedExample:
-    """A plain text example (copyright- or toxicity-style forgetting): every token but BOS is scored."""
-    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
-    eos = tokenizer.eos_token_id
-    if eos is not None and (not ids or ids[-1] != eos):
-        ids = ids + [eos]
-    if max_length is not None:
-        ids = ids[:max_length]
-    bos = tokenizer.bos_token_id
-    labels = [IGNORE_INDEX if (i == 0 and tok == bos) else tok for i, tok in enumerate(ids)]
-    return EncodedExample(ids, labels)

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .formatting import IGNORE_INDEX, EncodedExample, PromptTemplate, encode_qa, encode_text
+from .formatting import IGNORE_INDEX, EncodedExample, PromptTemplate, encode_qa
 from .refusals import refusal_for
+from .text import encode_documents, refusal_examples
 
 logger = logging.getLogger(__name__)
 
@@ -126,12 +127,18 @@ def encode_rows(
     text_column: str | None = None, max_length: int = 512, max_prompt_length: int | None = None,
     template: PromptTemplate | None = None,
 ) -> list[EncodedExample]:
-    """Tokenises a forget/retain set; fails with the rows whose answers do not fit."""
+    """Tokenises a forget/retain set; fails with the rows whose answers do not fit.
+
+    With `text_column`, each row is a document cut into windows of `max_length` tokens, every token
+    trained (`hf_unlearn.data.text`): the result has one example per window, not per row.
+    """
     if len(dataset) == 0:
         raise ValueError(f"The {name} set is empty.")
     if text_column:
         _check_columns(dataset, name, [text_column])
-        encoded = [encode_text(tokenizer, t, max_length) for t in dataset[text_column]]
+        encoded = encode_documents(tokenizer, dataset[text_column], max_length)
+        if not encoded:
+            raise ValueError(f"The {name} set's {text_column!r} column holds only empty documents.")
     else:
         _check_columns(dataset, name, [question_column, answer_column])
         encoded = [
@@ -176,9 +183,10 @@ def build_unlearning_dataset(
         retain_encoded = encode_rows(tokenizer, retain, "retain", **kwargs)
         warn_on_overlap(forget, retain, [text_column] if text_column else [question_column, answer_column])
     idk = None
-    if needs_idk:
-        if text_column:
-            raise ValueError("idk_nll / idk_dpo need questions to refuse: use question/answer data, not --text_column.")
+    if needs_idk and text_column:  # each window's first half is the prompt its refusal answers
+        idk = refusal_examples(tokenizer, forget_encoded, [refusal_for(i, seed) for i in range(len(forget_encoded))],
+                               max_length)
+    elif needs_idk:
         idk = [
             encode_qa(tokenizer, q, refusal_for(i, seed), max_length, max_prompt_length, template)
             for i, q in enumerate(forget[question_column])

@@ -88,6 +88,10 @@ __all__ = [
     "privleak",
     "exact_memorization",
     "extraction_strength",
+    "KNOWMEM_STOP_STRINGS",
+    "rouge_l_f1",
+    "cut_at_stop_strings",
+    "muse_privleak",
 ]
 
 
@@ -314,11 +318,20 @@ def normalised_probability(true_avg_nll: Any, perturbed_avg_nll: Any) -> np.ndar
     return np.exp(-t - _logsumexp(all_logp, axis=1))
 
 
-@functools.lru_cache(maxsize=1)
-def _rouge_l_scorer():
+@functools.lru_cache(maxsize=2)
+def _rouge_l_scorer(use_stemmer: bool = True):
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
+
+
+def _check_pairs(name: str, predictions, references) -> tuple[list[str], list[str]]:
+    if isinstance(predictions, str) or isinstance(references, str):
+        raise TypeError(f"{name}: pass sequences of strings, not a string")
+    predictions, references = list(predictions), list(references)
+    if len(predictions) != len(references):
+        raise ValueError(f"{name}: {len(predictions)} predictions vs {len(references)} references")
+    return predictions, references
 
 
 def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
@@ -327,14 +340,7 @@ def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> lis
     Uses ``RougeScorer(["rougeL"], use_stemmer=True).score(target=reference,
     prediction=prediction)["rougeL"].recall``.  The TOFU aggregate is the mean.
     """
-    if isinstance(predictions, str) or isinstance(references, str):
-        raise TypeError("rouge_l_recall: pass sequences of strings, not a string")
-    predictions, references = list(predictions), list(references)
-    if len(predictions) != len(references):
-        raise ValueError(
-            f"rouge_l_recall: {len(predictions)} predictions vs "
-            f"{len(references)} references"
-        )
+    predictions, references = _check_pairs("rouge_l_recall", predictions, references)
     scorer = _rouge_l_scorer()
     return [
         float(scorer.score(target=ref, prediction=pred)["rougeL"].recall)
@@ -559,3 +565,44 @@ def extraction_strength(correct: Any, mask: Any = None) -> np.ndarray:
         k = n - max(trailing, 1)
         out[i] = 1.0 - k / n
     return out
+
+
+# --------------------------------------------------------------------------
+# MUSE (Shi et al. 2024, arXiv 2407.06460)
+# --------------------------------------------------------------------------
+
+#: KnowMem cuts a generated answer before the first of these (the model starting the next shot).
+KNOWMEM_STOP_STRINGS = ("\n\n", "\nQuestion", "Question:")
+
+
+def rouge_l_f1(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    """ROUGE-L F1 of each generation against its reference, without stemming (MUSE's VerbMem and KnowMem):
+    ``RougeScorer(["rougeL"], use_stemmer=False).score(target=reference, prediction=prediction)["rougeL"]
+    .fmeasure``.  The MUSE aggregate is the mean."""
+    predictions, references = _check_pairs("rouge_l_f1", predictions, references)
+    scorer = _rouge_l_scorer(False)
+    return [float(scorer.score(target=ref, prediction=pred)["rougeL"].fmeasure)
+            for pred, ref in zip(predictions, references)]
+
+
+def cut_at_stop_strings(text: str, stops: Sequence[str] = KNOWMEM_STOP_STRINGS) -> str:
+    """``text`` up to (not including) the earliest occurrence of any stop string, stripped."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    return text[:cut].strip()
+
+
+def muse_privleak(auc: float, auc_retrain: float) -> float:
+    """MUSE PrivLeak: ``(AUC_unlearned - AUC_retrain) / AUC_retrain * 100``.
+
+    Both AUCs are of the Min-K% Prob attack, forget (members) vs holdout (non-members), in
+    :func:`mia_auc`'s convention (higher = members easier to tell apart).  ~0 is ideal; large positive =
+    under-unlearning (the forget set still stands out more than for the retrained model), large
+    negative = over-unlearning.  Not TOFU's :func:`privleak`, which is relative to ``1 - AUC``.
+    """
+    auc, ref = float(auc), float(auc_retrain)
+    for name, value in (("AUC", auc), ("retrain AUC", ref)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"muse_privleak: {name} must be in [0, 1], got {value}")
+    if ref == 0.0:
+        raise ValueError("muse_privleak: the retrain model's AUC is 0, the relative difference is undefined")
+    return (auc - ref) / ref * 100.0

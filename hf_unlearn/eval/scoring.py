@@ -55,7 +55,9 @@ __all__ = [
     "padding_id",
     "eos_ids",
     "score_answers",
+    "score_sequences",
     "generate_answers",
+    "generate_from_ids",
     "dist_rank_world",
 ]
 
@@ -314,8 +316,6 @@ def score_answers(
     (longest first) and batched ``batch_size`` at a time with right padding; the results do not
     depend on ``batch_size`` beyond floating-point noise. ``template``: the prompt format (default: auto).
     """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be > 0, got {batch_size}.")
     pairs = list(pairs)
     if isinstance(with_token_stats, bool):
         need = [with_token_stats] * len(pairs)
@@ -323,13 +323,35 @@ def score_answers(
         need = [bool(x) for x in with_token_stats]
         if len(need) != len(pairs):
             raise ValueError(f"with_token_stats has {len(need)} flags for {len(pairs)} pairs.")
+    padding_id(tokenizer)  # fails first, with the fix, on a tokenizer that cannot pad
+    return score_sequences(model, tokenizer, _encode_pairs(tokenizer, pairs, template), batch_size, need, show_progress,
+                           desc)
+
+
+def score_sequences(
+    model,
+    tokenizer,
+    encoded: Sequence[tuple[list[int], int]],
+    batch_size: int = 32,
+    with_token_stats: bool | Sequence[bool] = False,
+    show_progress: bool = True,
+    desc: str = "scoring",
+) -> list[AnswerScore]:
+    """:func:`score_answers` on already tokenised sequences: ``(input ids, n_context)`` each, scoring
+    every token after the first ``n_context`` (>= 1); the per-token arrays leave out the last one."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, got {batch_size}.")
+    encoded = list(encoded)
+    need = [with_token_stats] * len(encoded) if isinstance(with_token_stats, bool) else list(with_token_stats)
+    bad = [i for i, (ids, n) in enumerate(encoded) if not 1 <= n < len(ids)]
+    if bad:
+        raise ValueError(f"Sequences {bad[:10]} have no context token or nothing to score after it.")
     pad_id = padding_id(tokenizer)
     device = _model_device(model)
-    encoded = _encode_pairs(tokenizer, pairs, template)
-    order = sorted(range(len(pairs)), key=lambda i: -len(encoded[i][0]))
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
     batches = _batches(order, batch_size)
     n_batches = _synced_batch_count(len(batches), device)
-    results: list[Optional[AnswerScore]] = [None] * len(pairs)
+    results: list[Optional[AnswerScore]] = [None] * len(encoded)
     with _eval_mode(model), _progress(n_batches, desc, show_progress) as bar:
         for k in range(n_batches):
             if k < len(batches):
@@ -337,7 +359,7 @@ def score_answers(
             elif batches:  # ZeRO-3: a rank with fewer batches repeats one so every rank runs a forward
                 batch = batches[-1]
             else:  # no pairs on this rank at all: score a throwaway pair
-                dummy = _encode_pairs(tokenizer, [("?", "?")], template)
+                dummy = _encode_pairs(tokenizer, [("?", "?")])
                 _score_batch(model, dummy, [False], pad_id, device)
                 bar.update(1)
                 continue
@@ -422,26 +444,45 @@ def generate_answers(
     left-padded here (the tokenizer is left untouched) and decoded with
     ``skip_special_tokens=True`` after cutting each answer at its first end-of-sequence token.
     """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be > 0, got {batch_size}.")
-    if max_new_tokens <= 0:
-        raise ValueError(f"max_new_tokens must be > 0, got {max_new_tokens}.")
     questions = list(questions)
-    pad_id = padding_id(tokenizer)
-    device = _model_device(model)
-    gen_config = _generation_config(model, tokenizer, max_new_tokens, pad_id)
-    stop = set(gen_config.eos_token_id)
-    zero3 = _zero3()
+    padding_id(tokenizer)
     prompt_cache: dict[str, list[int]] = {}
     prompts = []
     for q in questions:
         if q not in prompt_cache:
             prompt_cache[q] = encode_prompt(tokenizer, q, template=template)
         prompts.append(prompt_cache[q])
-    order = sorted(range(len(questions)), key=lambda i: -len(prompts[i]))
+    texts = generate_from_ids(model, tokenizer, prompts, batch_size, max_new_tokens, show_progress, desc)
+    return [text.strip() for text in texts]
+
+
+def generate_from_ids(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    batch_size: int = 32,
+    max_new_tokens: int = 200,
+    show_progress: bool = True,
+    desc: str = "generating",
+) -> list[str]:
+    """Greedy continuations of tokenised prompts, decoded (new tokens only, cut at the first EOS,
+    special tokens skipped, not stripped); see :func:`generate_answers`."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, got {batch_size}.")
+    if max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be > 0, got {max_new_tokens}.")
+    prompts = [list(p) for p in prompts]
+    if any(not p for p in prompts):
+        raise ValueError("Every prompt needs at least one token to generate from.")
+    pad_id = padding_id(tokenizer)
+    device = _model_device(model)
+    gen_config = _generation_config(model, tokenizer, max_new_tokens, pad_id)
+    stop = set(gen_config.eos_token_id)
+    zero3 = _zero3()
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     batches = _batches(order, batch_size)
     n_batches = _synced_batch_count(len(batches), device)
-    outputs: list[Optional[str]] = [None] * len(questions)
+    outputs: list[Optional[str]] = [None] * len(prompts)
     with _eval_mode(model), _progress(n_batches, desc, show_progress) as bar, _keep_static_cache_length(model):
         for k in range(n_batches):
             if k < len(batches):
@@ -449,7 +490,7 @@ def generate_answers(
                 seqs = [prompts[i] for i in batch]
             else:  # ZeRO-3 filler so that every rank calls generate the same number of times
                 batch = []
-                seqs = [prompts[batches[-1][0]]] if batches else [encode_prompt(tokenizer, "?", template=template)]
+                seqs = [prompts[batches[-1][0]]] if batches else [encode_prompt(tokenizer, "?")]
             width = max(len(s) for s in seqs)
             input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
             attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -466,7 +507,6 @@ def generate_answers(
             new_tokens = out[:, width:].tolist()
             del out
             for i, toks in zip(batch, new_tokens):
-                text = tokenizer.decode(_cut_at_eos(toks, stop), skip_special_tokens=True)
-                outputs[i] = text.strip()
+                outputs[i] = tokenizer.decode(_cut_at_eos(toks, stop), skip_special_tokens=True)
             bar.update(1)
     return outputs  # type: ignore[return-value]

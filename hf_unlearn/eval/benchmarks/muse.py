@@ -1,0 +1,400 @@
+"""MUSE's evaluation (Shi et al. 2024, "MUSE: Machine Unlearning Six-Way Evaluation", arXiv 2407.06460).
+
+=================  ====================================  =============================================
+summary key        data                                  definition
+=================  ====================================  =============================================
+forget_verbmem_    verbmem/forget                        greedy continuation of ``prompt`` (128 new
+rouge                                                    tokens) vs ``gt`` cut to its first 128
+                                                         tokens; mean ROUGE-L F1 (no stemmer)
+forget_knowmem_    knowmem/forget_qa (shots:             few-shot ``Question: {q}\\nAnswer: {a}\\n\\n``
+rouge              forget_qa_icl)                        ... ``Question: {q}\\nAnswer: ``; greedy, 32 new
+                                                         tokens, cut before "\\n\\n" / "\\nQuestion" /
+                                                         "Question:"; mean ROUGE-L F1 vs ``answer``
+retain_knowmem_    knowmem/retain_qa (shots:             the same: the model's utility
+rouge              retain_qa_icl)
+mia_*_auc          privleak/forget (members) vs          loss, zlib, Min-K% and Min-K%++ (k = 40%)
+                   privleak/holdout (non-members)        attacks on the text tokens; ROC AUC
+privleak           the same + the retrain model's        (AUC_min_k - AUC_retrain) / AUC_retrain * 100
+                   ``muse_eval.json``                    (``metrics.muse_privleak``)
+extraction_        verbmem/forget, teacher-forced        mean over items, on the ``gt`` tokens
+strength,          on prompt + gt
+exact_memorization
+num_truncated_     every prompt and privleak text        how many were cut from the left (keeping
+prompts                                                  their end, and BOS) to fit the context
+=================  ====================================  =============================================
+
+Tokenisation is MUSE's: prompts and texts are plain text with the tokenizer's special tokens (BOS),
+no chat template. A privleak text is scored as ``BOS + text + EOS``: the attacks read the text's
+tokens. ``muse_eval.json`` holds the per-item values; the retrain model's copy is the reference that
+gives ``privleak`` to an unlearned model's evaluation (its privleak texts must be the same).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from ...data.muse import load_muse_split
+from .. import metrics as M
+from ..scoring import check_tokenizer, dist_rank_world, generate_from_ids, score_sequences
+
+logger = logging.getLogger(__name__)
+
+EVAL_FILE = "muse_eval.json"
+SUMMARY_FILE = "muse_summary.json"
+FORMAT_NAME = "hf-unlearn/muse-eval"
+FORMAT_VERSION = 1
+VERBMEM_MAX_NEW_TOKENS = 128
+KNOWMEM_MAX_NEW_TOKENS = 32
+SHOT_TEMPLATE = "Question: {question}\nAnswer: {answer}\n\n"
+QUESTION_TEMPLATE = "Question: {question}\nAnswer: "
+
+#: Keys every summary has (public API). ``privleak`` is None without a retrain reference.
+SUMMARY_KEYS = (
+    "forget_verbmem_rouge",
+    "forget_knowmem_rouge",
+    "retain_knowmem_rouge",
+    "privleak",
+    "mia_loss_auc",
+    "mia_zlib_auc",
+    "mia_min_k_auc",
+    "mia_min_k_plus_plus_auc",
+    "retrain_min_k_auc",
+    "extraction_strength",
+    "exact_memorization",
+    "num_truncated_prompts",
+)
+SPLITS = {
+    "verbmem_forget": "verbmem/forget",
+    "knowmem_forget": "knowmem/forget_qa",
+    "knowmem_retain": "knowmem/retain_qa",
+    "privleak_forget": "privleak/forget",
+    "privleak_holdout": "privleak/holdout",
+}
+SHOTS = {"knowmem_forget_shots": "knowmem/forget_qa_icl", "knowmem_retain_shots": "knowmem/retain_qa_icl"}
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def load_items(dataset_name: str, subsample: Optional[int] = None) -> dict[str, list[dict]]:
+    """The evaluation's rows (first `subsample` of each split) and the few-shot examples, checked."""
+    items = {}
+    for key, split in {**SPLITS, **SHOTS}.items():
+        rows = load_muse_split(dataset_name, split).to_list()
+        if subsample is not None and key in SPLITS:
+            rows = rows[:subsample]
+        items[key] = rows
+    return items
+
+
+def load_reference(reference: Union[str, os.PathLike, Mapping]) -> dict:
+    """A retrain model's ``muse_eval.json`` (path, its folder, or the loaded dict), checked to be MUSE's."""
+    if isinstance(reference, Mapping):
+        data, where = dict(reference), "the retain_reference dict"
+    else:
+        path = Path(reference).expanduser()
+        path = path / EVAL_FILE if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"retain_reference {str(reference)!r} not found: give the {EVAL_FILE} written by evaluating the "
+                "retrain model (examples/finetune_muse.py, or python -m hf_unlearn.eval --benchmark muse).")
+        data, where = json.loads(path.read_text(encoding="utf-8")), str(path)
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{where} is not a MUSE evaluation ({EVAL_FILE}, format {FORMAT_NAME!r}) but {found!r}: "
+                         "the retrain reference must come from the same benchmark.")
+    for key in ("privleak_forget", "privleak_holdout"):
+        if not data.get(key) or not all("mia_min_k" in r and "text_sha1" in r for r in data[key]):
+            raise ValueError(f"{where} has no {key} Min-K% scores: re-evaluate the retrain model with this version.")
+    return data
+
+
+def check_reference(reference: dict, items: dict[str, list[dict]]) -> float:
+    """The retrain model's Min-K% AUC, after checking that it scored the same privleak texts as `items`."""
+    for key in ("privleak_forget", "privleak_holdout"):
+        ours = [_sha1(row["text"]) for row in items[key]]
+        theirs = [r["text_sha1"] for r in reference[key]]
+        if theirs[: len(ours)] != ours:
+            split = SPLITS[key]
+            first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+            ref_data = (reference.get("config") or {}).get("dataset_name")
+            raise ValueError(
+                f"The retrain reference scored other {split} texts than this evaluation (reference data "
+                f"{ref_data!r}, {len(theirs)} texts; this run {len(ours)}; first difference at text {first}): "
+                "evaluate the retrain model on the same MUSE corpus and split.")
+    n_forget, n_holdout = len(items["privleak_forget"]), len(items["privleak_holdout"])
+    return M.mia_auc([r["mia_min_k"] for r in reference["privleak_forget"][:n_forget]],
+                     [r["mia_min_k"] for r in reference["privleak_holdout"][:n_holdout]])
+
+
+# --------------------------------------------------------------------------------------------
+# tokenisation and the context budget
+# --------------------------------------------------------------------------------------------
+
+
+def model_context(model) -> Optional[int]:
+    get_base = getattr(model, "get_base_model", None)
+    config = getattr(get_base() if callable(get_base) else model, "config", None)
+    return getattr(config, "max_position_embeddings", None)
+
+
+def keep_end(ids: list[int], budget: int, bos_id: Optional[int]) -> tuple[list[int], bool]:
+    """`ids` cut from the left to `budget` tokens, keeping a leading BOS; and whether it was cut."""
+    if budget < 1:
+        raise ValueError(f"The model's context leaves no room for the prompt (budget {budget} tokens).")
+    if len(ids) <= budget:
+        return ids, False
+    if bos_id is not None and ids and ids[0] == bos_id and budget > 1:
+        return [bos_id] + ids[len(ids) - budget + 1:], True
+    return ids[len(ids) - budget:], True
+
+
+def knowmem_prompt(shots: Sequence[Mapping], question: str) -> str:
+    return "".join(SHOT_TEMPLATE.format(question=s["question"], answer=s["answer"]) for s in shots) + \
+        QUESTION_TEMPLATE.format(question=question)
+
+
+# --------------------------------------------------------------------------------------------
+# running the model (strided shards over processes, gathered back in order)
+# --------------------------------------------------------------------------------------------
+
+
+def _sharded(function: Callable[[list], list], inputs: list) -> list:
+    rank, world = dist_rank_world()
+    if world == 1:
+        return function(inputs)
+    mine = function(inputs[rank::world])
+    gathered: list[Any] = [None] * world
+    torch.distributed.all_gather_object(gathered, mine)
+    out: list[Any] = [None] * len(inputs)
+    for r, part in enumerate(gathered):
+        out[r::world] = part
+    return out
+
+
+def _load(dataset_name, retain_reference, verbmem_max_new_tokens, knowmem_max_new_tokens, subsample, max_context):
+    for name, value in (("verbmem_max_new_tokens", verbmem_max_new_tokens),
+                        ("knowmem_max_new_tokens", knowmem_max_new_tokens), ("subsample", subsample),
+                        ("max_context", max_context)):
+        if value is None and name in ("subsample", "max_context"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer{' or None' if name in ('subsample', 'max_context') else ''}"
+                             f", got {value!r}.")
+    reference = load_reference(retain_reference) if retain_reference is not None else None
+    items = load_items(dataset_name, subsample)
+    return items, (check_reference(reference, items) if reference is not None else None)
+
+
+def check_muse(
+    dataset_name: str,
+    retain_reference: Union[None, str, os.PathLike, Mapping] = None,
+    verbmem_max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS,
+    knowmem_max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS,
+    subsample: Optional[int] = None,
+    max_context: Optional[int] = None,
+) -> dict:
+    """Checks the options of :func:`evaluate_muse` without a model: numbers, every split (present, its
+    columns, string values) and the retrain reference (MUSE's, same privleak texts). Returns the options with
+    the reference loaded."""
+    reference = load_reference(retain_reference) if retain_reference is not None else None
+    _load(dataset_name, reference, verbmem_max_new_tokens, knowmem_max_new_tokens, subsample, max_context)
+    return dict(dataset_name=dataset_name, retain_reference=reference, verbmem_max_new_tokens=verbmem_max_new_tokens,
+                knowmem_max_new_tokens=knowmem_max_new_tokens, subsample=subsample, max_context=max_context)
+
+
+def evaluate_muse(
+    model,
+    tokenizer,
+    dataset_name: str,
+    retain_reference: Union[None, str, os.PathLike, Mapping] = None,
+    batch_size: int = 32,
+    verbmem_max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS,
+    knowmem_max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS,
+    subsample: Optional[int] = None,
+    max_context: Optional[int] = None,
+    show_progress: bool = True,
+) -> tuple[dict, dict]:
+    """Evaluates ``model`` on MUSE; returns ``(per_sample, summary)`` (see the module docstring).
+
+    Args:
+        dataset_name: ``muse-bench/MUSE-News`` / ``muse-bench/MUSE-Books`` or a local folder in MUSE's
+            GitHub release layout (see :mod:`hf_unlearn.data.muse`).
+        retain_reference: the retrain model's ``muse_eval.json`` (path, folder or dict): gives ``privleak``.
+        verbmem_max_new_tokens, knowmem_max_new_tokens: MUSE's 128 and 32 (also the ``gt`` cut).
+        subsample: only the first N items of each split (quick evaluations during training).
+        max_context: the model's context in tokens; default ``config.max_position_embeddings``.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    check_tokenizer(tokenizer)
+    items, reference_auc = _load(dataset_name, retain_reference, verbmem_max_new_tokens, knowmem_max_new_tokens,
+                                 subsample, max_context)
+    context = max_context or model_context(model) or 10**9
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+
+    def encode(text: str, special: bool) -> list[int]:
+        return tokenizer(text, add_special_tokens=special)["input_ids"]
+
+    # VerbMem: generate from the prompt; teacher-force prompt + gt (the first N gt tokens) for ES / EM.
+    verbmem, generate_prompts, scored = [], [], []
+    for i, row in enumerate(items["verbmem_forget"]):
+        gt_ids = encode(row["gt"], False)[:verbmem_max_new_tokens]
+        if not gt_ids:
+            raise ValueError(f"verbmem/forget row {i} has an empty gt: nothing to compare its continuation with.")
+        prompt = encode(row["prompt"], True)
+        gen_ids, cut_gen = keep_end(prompt, context - verbmem_max_new_tokens, bos)
+        forced, cut_forced = keep_end(prompt, context - len(gt_ids) - 1, bos)
+        verbmem.append({"gt": tokenizer.decode(gt_ids, skip_special_tokens=True), "truncated": cut_gen or cut_forced})
+        generate_prompts.append(gen_ids)
+        scored.append((forced + gt_ids + [eos], len(forced)))
+    # KnowMem: few-shot prompts.
+    knowmem = {}
+    for key in ("knowmem_forget", "knowmem_retain"):
+        shots = items[f"{key}_shots"]
+        cut = [keep_end(encode(knowmem_prompt(shots, row["question"]), True), context - knowmem_max_new_tokens, bos)
+               for row in items[key]]
+        knowmem[key] = cut
+    # PrivLeak: BOS + text + EOS, the text's tokens scored.
+    privleak = {}
+    for key in ("privleak_forget", "privleak_holdout"):
+        privleak[key] = []
+        for row in items[key]:
+            head = [bos] if bos is not None else []
+            body, cut = keep_end(encode(row["text"], False), context - len(head) - 1, None)
+            privleak[key].append(((head + body + [eos], max(1, len(head))), cut, body))
+    too_short = [i for key in privleak for i, ((ids, n), _, _) in enumerate(privleak[key]) if len(ids) - n < 2]
+    if too_short:
+        raise ValueError(f"privleak texts {too_short[:10]} have fewer than 2 tokens to score.")
+
+    def generate(prompts: list, max_new: int, desc: str) -> list[str]:
+        return _sharded(lambda part: generate_from_ids(model, tokenizer, part, batch_size, max_new, show_progress,
+                                                       desc), prompts)
+
+    def score(sequences: list, desc: str) -> list:
+        return _sharded(lambda part: score_sequences(model, tokenizer, part, batch_size, True, show_progress, desc),
+                        sequences)
+
+    verbmem_out = generate(generate_prompts, verbmem_max_new_tokens, "MUSE verbmem: generating")
+    verbmem_scores = score(scored, "MUSE verbmem: scoring")
+    knowmem_out = {key: generate([ids for ids, _ in knowmem[key]], knowmem_max_new_tokens,
+                                 f"MUSE {key.replace('_', ' ')}: generating") for key in knowmem}
+    privleak_scores = {key: score([seq for seq, _, _ in privleak[key]], f"MUSE {key.replace('_', ' ')}: scoring")
+                       for key in privleak}
+
+    per_sample: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": {
+        "benchmark": "muse", "dataset_name": str(dataset_name), "splits": {**SPLITS, **SHOTS},
+        "subsample": subsample, "verbmem_max_new_tokens": verbmem_max_new_tokens,
+        "knowmem_max_new_tokens": knowmem_max_new_tokens, "context": context if context < 10**9 else None,
+        "num_items": {key: len(items[key]) for key in SPLITS},
+        "model": getattr(getattr(model, "config", None), "_name_or_path", None) or None,
+    }}
+    rouge = M.rouge_l_f1(verbmem_out, [v["gt"] for v in verbmem])
+    correct = [s.correct for s in verbmem_scores]
+    em, es = M.exact_memorization(correct), M.extraction_strength(correct)
+    per_sample["verbmem_forget"] = [
+        {"index": i, "prompt": row["prompt"], "gt": v["gt"], "generation": out, "rouge_l_f1": rouge[i],
+         "exact_memorization": float(em[i]), "extraction_strength": float(es[i]), "truncated": v["truncated"]}
+        for i, (row, v, out) in enumerate(zip(items["verbmem_forget"], verbmem, verbmem_out))]
+    for key in knowmem:
+        answers = [M.cut_at_stop_strings(out) for out in knowmem_out[key]]
+        rouge = M.rouge_l_f1(answers, [row["answer"] for row in items[key]])
+        per_sample[key] = [
+            {"index": i, "question": row["question"], "answer": row["answer"], "generation": answer,
+             "rouge_l_f1": rouge[i], "truncated": cut}
+            for i, (row, answer, (_, cut)) in enumerate(zip(items[key], answers, knowmem[key]))]
+    for key in privleak:
+        scores = privleak_scores[key]
+        lps = [s.token_logprobs for s in scores]
+        texts = [tokenizer.decode(body, skip_special_tokens=True) if cut else row["text"]
+                 for row, (_, cut, body) in zip(items[key], privleak[key])]
+        attacks = {"mia_loss": M.mia_loss_scores(lps), "mia_zlib": M.mia_zlib_scores(lps, texts),
+                   "mia_min_k": M.mia_min_k_scores(lps),
+                   "mia_min_k_plus_plus": M.mia_min_k_plus_plus_scores([s.min_k_plus_plus for s in scores])}
+        per_sample[key] = [
+            {"index": i, "text_sha1": _sha1(row["text"]), "num_tokens": len(lps[i]), "truncated": cut,
+             **{name: float(values[i]) for name, values in attacks.items()}}
+            for i, (row, (_, cut, _)) in enumerate(zip(items[key], privleak[key]))]
+    return per_sample, summarise(per_sample, reference_auc)
+
+
+def summarise(per_sample: dict, reference_auc: Optional[float] = None) -> dict:
+    """The summary (:data:`SUMMARY_KEYS`) of a ``muse_eval.json``-shaped dict."""
+    summary: dict[str, Any] = {key: None for key in SUMMARY_KEYS}
+    verbmem = per_sample["verbmem_forget"]
+    summary["forget_verbmem_rouge"] = float(np.mean([r["rouge_l_f1"] for r in verbmem]))
+    summary["forget_knowmem_rouge"] = float(np.mean([r["rouge_l_f1"] for r in per_sample["knowmem_forget"]]))
+    summary["retain_knowmem_rouge"] = float(np.mean([r["rouge_l_f1"] for r in per_sample["knowmem_retain"]]))
+    forget, holdout = per_sample["privleak_forget"], per_sample["privleak_holdout"]
+    for name in ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus"):
+        summary[f"{name}_auc"] = M.mia_auc([r[name] for r in forget], [r[name] for r in holdout])
+    if reference_auc is not None:
+        summary["retrain_min_k_auc"] = reference_auc
+        if reference_auc > 0:
+            summary["privleak"] = M.muse_privleak(summary["mia_min_k_auc"], reference_auc)
+        else:
+            logger.warning("The retrain reference's Min-K%% AUC is 0: privleak is undefined, left out.")
+    summary["extraction_strength"] = float(np.mean([r["extraction_strength"] for r in verbmem]))
+    summary["exact_memorization"] = float(np.mean([r["exact_memorization"] for r in verbmem]))
+    summary["num_truncated_prompts"] = int(sum(r["truncated"] for key in SPLITS for r in per_sample[key]))
+    return summary
+
+
+def write_results(output_dir: Union[str, os.PathLike], per_sample: dict, summary: dict) -> tuple[Path, Path]:
+    """Writes ``muse_eval.json`` (the retrain model's copy is the reference) and ``muse_summary.json``,
+    atomically, on rank 0; returns both paths."""
+    from ..tofu import _atomic_json
+
+    out = Path(output_dir).expanduser()
+    paths = out / EVAL_FILE, out / SUMMARY_FILE
+    if dist_rank_world()[0] == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_json(paths[0], per_sample)
+        _atomic_json(paths[1], summary)
+    return paths
+
+
+@dataclass
+class MuseOptions:
+    """MUSE's flags of ``python -m hf_unlearn.eval --benchmark muse`` (the keywords of :func:`evaluate_muse`)."""
+
+    dataset_name: str = field(
+        default="muse-bench/MUSE-News",
+        metadata={"help": "MUSE data: muse-bench/MUSE-News, muse-bench/MUSE-Books, or a local folder in MUSE's GitHub "
+                          "release layout (<dir>/<config>/<split>.json)."},
+    )
+    retain_reference: Optional[str] = field(
+        default=None,
+        metadata={"help": "muse_eval.json of the retrain model (trained without the forget set), evaluated on the same "
+                          "corpus: gives privleak (null without it)."},
+    )
+    verbmem_max_new_tokens: int = field(
+        default=VERBMEM_MAX_NEW_TOKENS, metadata={"help": "VerbMem continuation length and gt cut. Default 128 (MUSE)."}
+    )
+    knowmem_max_new_tokens: int = field(
+        default=KNOWMEM_MAX_NEW_TOKENS, metadata={"help": "KnowMem answer length. Default 32 (MUSE)."}
+    )
+    subsample: Optional[int] = field(
+        default=None, metadata={"help": "Evaluate only the first N items of each split (quick checks)."}
+    )
+    max_context: Optional[int] = field(
+        default=None,
+        metadata={"help": "Context length in tokens; longer prompts and texts are cut from the left (counted in "
+                          "num_truncated_prompts). Default: the model's max_position_embeddings."},
+    )
