@@ -15,6 +15,7 @@ the model, its tokenizer and `muse_eval.json` / `muse_summary.json`: the retrain
 is the `--retain_reference` of `run_muse.py` (it gives PrivLeak).
 """
 
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -25,7 +26,11 @@ from trl import ModelConfig, TrlParser
 from hf_unlearn.data.muse import load_texts, muse_strings, parse_split
 from hf_unlearn.data.text import encode_documents
 from hf_unlearn.eval.benchmarks.muse import check_muse, evaluate_muse, model_context, write_results
-from hf_unlearn.pipeline import EncodedDataset, check_output_dir, describe_parameters, finetune, load_model_and_tokenizer
+from hf_unlearn.models.tiny import TINY_PRESET
+from hf_unlearn.pipeline import (
+    EncodedDataset, describe_parameters, finetune, load_model_and_tokenizer, use_gloo_on_cpu,
+)
+from hf_unlearn.validation import RunInputError, config_file_of, removed_on_failure, validate_finetune_run
 
 
 @dataclass
@@ -42,41 +47,47 @@ class FinetuneMuseArguments:
     skip_evaluation: bool = field(default=False, metadata={"help": "Do not write muse_eval.json."})
     tiny_size: str = field(default="default", metadata={"help": "tiny-llama preset size: default or demo."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the Hub repo (off: safe)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a non-empty --output_dir."})
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     parser = TrlParser((FinetuneMuseArguments, TrainingArguments, ModelConfig))
     script, args, model_args = parser.parse_args_and_config(args=argv)
+    use_gloo_on_cpu(args)
     datasets.disable_progress_bars()
-    # Everything that can fail does so before the first step, with nothing written.
-    check_output_dir(args.output_dir, model_args.model_name_or_path)
+    # Every input checked before anything runs, with nothing written.
+    resume_from = validate_finetune_run(args, model_args, script.dataset_name, overwrite=script.overwrite_output_dir,
+                                        presets=(TINY_PRESET,), config_file=config_file_of(argv))
     splits = [parse_split(name.strip()) for name in script.train_splits.split(",") if name.strip()]
     texts = [text for config, split in splits for text in load_texts(script.dataset_name, f"{config}/{split}")]
     eval_options = None if script.skip_evaluation else check_muse(
         script.dataset_name, verbmem_max_new_tokens=script.max_new_tokens,
         knowmem_max_new_tokens=script.knowmem_max_new_tokens)
-    model, tokenizer = load_model_and_tokenizer(
-        model_args.model_name_or_path, script.dataset_name, dtype=model_args.dtype,
-        trust_remote_code=script.trust_remote_code, revision=model_args.model_revision, seed=args.seed,
-        tiny_size=script.tiny_size,
-        tiny_corpus=muse_strings(script.dataset_name) if model_args.model_name_or_path == "tiny-llama" else None,
-    )
-    context = model_context(model)
-    if context is not None and script.max_length > context:
-        raise ValueError(f"--max_length {script.max_length} is longer than the model's context ({context} tokens): "
-                         f"lower --max_length to at most {context}.")
+    with removed_on_failure(args.output_dir, args.process_index == 0):
+        model, tokenizer = load_model_and_tokenizer(
+            model_args.model_name_or_path, script.dataset_name, dtype=model_args.dtype,
+            trust_remote_code=script.trust_remote_code, revision=model_args.model_revision, seed=args.seed,
+            tiny_size=script.tiny_size, attn_implementation=model_args.attn_implementation,
+            tiny_corpus=muse_strings(script.dataset_name) if model_args.model_name_or_path == TINY_PRESET else None,
+        )
+        context = model_context(model)
+        if context is not None and script.max_length > context:
+            raise RunInputError(f"--max_length {script.max_length} is longer than the model's context ({context} "
+                                f"tokens): lower --max_length to at most {context}.")
     windows = encode_documents(tokenizer, texts, script.max_length)
-    print(f"[finetune_muse] {script.train_splits}: {len(texts)} documents, {len(windows)} windows of <= "
-          f"{script.max_length} tokens; {describe_parameters(model)}")
+    if args.process_index == 0:
+        print(f"[finetune_muse] {script.train_splits}: {len(texts)} documents, {len(windows)} windows of <= "
+              f"{script.max_length} tokens; {describe_parameters(model)}")
     start = time.perf_counter()
-    trainer = finetune(model, tokenizer, EncodedDataset(windows), args)
+    trainer = finetune(model, tokenizer, EncodedDataset(windows), args, resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
     trainer.save_model()
     tokenizer.save_pretrained(args.output_dir)
     print(f"[finetune_muse] trained in {seconds:.1f}s; mean train loss {trainer.train_output.training_loss:.4f}")
     if eval_options is not None:
         per_sample, summary = evaluate_muse(trainer.model, tokenizer, batch_size=args.per_device_eval_batch_size,
-                                            **eval_options)
+                                            show_progress=not args.disable_tqdm, **eval_options)
         if trainer.is_world_process_zero():
             write_results(args.output_dir, per_sample, summary)
             print(f"[finetune_muse] VerbMem {summary['forget_verbmem_rouge']:.3f}, KnowMem forget "

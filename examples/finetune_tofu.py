@@ -24,8 +24,7 @@ from hf_unlearn.pipeline import (
     describe_parameters, finetune, load_model_and_tokenizer, use_gloo_on_cpu, with_general_knowledge,
 )
 from hf_unlearn.validation import (
-    check_dataset_source, check_lora_flags, check_model_source, check_output_dir, check_training_numbers,
-    config_file_of, load_checked_split, removed_on_failure, resolve_resume, tofu_evaluation_files,
+    config_file_of, load_checked_split, removed_on_failure, tofu_evaluation_files, validate_finetune_run,
 )
 
 
@@ -64,14 +63,8 @@ def main(argv=None):
     datasets.disable_progress_bars()
 
     # Every input checked before anything runs, with nothing written.
-    check_training_numbers(args)
-    check_lora_flags(model_args)
-    check_model_source(model_args.model_name_or_path, presets=(TINY_PRESET,))
-    check_dataset_source(script.dataset_name)
-    resume_from = resolve_resume(args.resume_from_checkpoint, args.output_dir)
-    check_output_dir(args.output_dir, {"model folder": model_args.model_name_or_path,
-                                       "dataset folder": script.dataset_name, "recipe": config_file_of(argv)},
-                     overwrite=script.overwrite_output_dir, resume_from=resume_from)
+    resume_from = validate_finetune_run(args, model_args, script.dataset_name, overwrite=script.overwrite_output_dir,
+                                        presets=(TINY_PRESET,), config_file=config_file_of(argv))
     rows = load_checked_split(script.dataset_name, script.split, ("question", "answer"), "training", "--split")
     if script.max_train_rows:
         rows = rows.select(range(min(script.max_train_rows, len(rows))))

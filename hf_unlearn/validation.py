@@ -28,7 +28,7 @@ OVERLAP_THRESHOLD = 0.05
 MODEL_FILES = ("config.json", "adapter_config.json", "model.safetensors", "model.safetensors.index.json",
                "pytorch_model.bin", "adapter_model.safetensors")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-REFERENCE_FILES = ("tofu_eval.json",)
+REFERENCE_FILES = ("tofu_eval.json", "muse_eval.json")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
                 "pytorch_model.bin", "latest")  # `latest`: DeepSpeed's own checkpoint
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -419,6 +419,20 @@ def tofu_evaluation_files(dataset_name: str, forget_split: str, holdout_split: s
     return [str(p) for p in paths if p is not None]
 
 
+def validate_finetune_run(args, model_args, dataset_name: str, *, overwrite: bool, presets: Sequence[str] = (),
+                          config_file: str | None = None) -> str | None:
+    """The inputs every fine-tuning script checks first (numbers, LoRA flags, model, data source, output dir);
+    returns the checkpoint to resume from (or None)."""
+    check_training_numbers(args)
+    check_lora_flags(model_args)
+    check_model_source(model_args.model_name_or_path, presets)
+    check_dataset_source(dataset_name)
+    resume_from = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    check_output_dir(args.output_dir, {"model folder": model_args.model_name_or_path, "dataset folder": dataset_name,
+                                       "recipe": config_file}, overwrite=overwrite, resume_from=resume_from)
+    return resume_from
+
+
 @dataclasses.dataclass
 class CheckedRun:
     """What the up-front pass found and resolved."""
@@ -430,6 +444,7 @@ class CheckedRun:
     resume_from: str | None = None
     tofu_eval: bool = True
     notes: list[str] = dataclasses.field(default_factory=list)
+    eval_options: dict | None = None  # a benchmark's checked evaluation options (MUSE)
 
 
 def validate_unlearning_run(script, args, model_args, *, needs_retain: bool, presets: Sequence[str] = (),
@@ -489,4 +504,41 @@ def validate_unlearning_run(script, args, model_args, *, needs_retain: bool, pre
     elif script.target_forget_quality is not None:
         raise RunInputError("--target_forget_quality needs --retain_reference (forget quality compares with the retain "
                             "model).")
+    return run
+
+
+def validate_muse_run(script, args, model_args, *, needs_retain: bool, presets: Sequence[str] = (),
+                      config_file: str | None = None) -> CheckedRun:
+    """Every input of `run_muse.py`, checked before the model is loaded; nothing is written. The forget and
+    retain corpora come back as `datasets.Dataset`s of documents (column `text`), and `eval_options` holds the
+    checked MUSE evaluation options (splits present, columns, the retrain reference of the same corpus)."""
+    import datasets
+
+    from .data.muse import load_texts
+    from .eval.benchmarks.muse import check_muse
+
+    check_training_numbers(args)
+    check_lora_flags(model_args)
+    check_model_source(model_args.model_name_or_path, presets)
+    check_dataset_source(script.dataset_name)
+    problems = [f"--{name} must be >= 1, got {getattr(script, name)}." for name in ("max_new_tokens",
+                "knowmem_max_new_tokens", "eval_subsample") if getattr(script, name) is not None and
+                getattr(script, name) < 1]
+    _problems(problems)
+    run = CheckedRun(tofu_eval=False)
+    run.resume_from = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    inputs = {"model folder": model_args.model_name_or_path, "dataset folder": script.dataset_name,
+              "retain reference": script.retain_reference, "recipe": config_file}
+    check_output_dir(args.output_dir, inputs, overwrite=script.overwrite_output_dir, resume_from=run.resume_from)
+    run.forget = datasets.Dataset.from_dict({"text": load_texts(script.dataset_name, script.forget_split)})
+    if needs_retain:
+        if not script.retain_split:
+            raise RunInputError(f"--unlearn_method {args.unlearn_method} needs retain data: give --retain_split "
+                                "(MUSE: raw/retain1).")
+        run.retain_split = script.retain_split
+        run.retain = datasets.Dataset.from_dict({"text": load_texts(script.dataset_name, script.retain_split)})
+        check_overlap(run.forget, run.retain, ["text"], script.allow_overlap)
+    run.eval_options = check_muse(script.dataset_name, retain_reference=script.retain_reference,
+                                  verbmem_max_new_tokens=script.max_new_tokens,
+                                  knowmem_max_new_tokens=script.knowmem_max_new_tokens)
     return run

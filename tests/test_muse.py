@@ -304,3 +304,31 @@ def test_bad_run_muse_inputs_fail_before_anything_is_written(tmp_path, muse_dir,
     with pytest.raises(ValueError, match="not a MUSE evaluation"):
         run_muse.main(run_muse_flags(muse_dir, target, tofu_reference, out))
     assert not out.exists()
+
+
+MUSE_RECIPES = sorted((REPO / "recipes" / "muse").glob("*.yaml"))
+
+
+def test_there_is_a_muse_recipe_per_method_and_optimizer():
+    from hf_unlearn.methods.registry import METHODS
+
+    assert {p.stem for p in MUSE_RECIPES} == {f"{m}_{o}" for m in METHODS for o in ("adamw", "sophia")}
+
+
+@pytest.mark.parametrize("recipe", MUSE_RECIPES, ids=lambda p: p.stem)
+def test_every_muse_recipe_parses_with_muse_data(recipe):
+    import yaml
+    from trl import ModelConfig, TrlParser
+
+    from hf_unlearn import UnlearningConfig
+    from hf_unlearn.config import MuseScriptArguments
+
+    script, args, model_args = TrlParser((MuseScriptArguments, UnlearningConfig, ModelConfig)).parse_args_and_config(
+        args=["--config", str(recipe), "--use_cpu", "true"])
+    assert parse_split(script.forget_split) == ("raw", "forget") and parse_split(script.retain_split) == ("raw", "retain1")
+    assert script.dataset_name == "muse-bench/MUSE-News" and args.max_length == 2048 and script.max_new_tokens == 128
+    raw = yaml.safe_load(recipe.read_text())
+    for key, value in raw.items():  # every key landed in one of the three dataclasses, with its value
+        holder = next(obj for obj in (script, args, model_args) if hasattr(obj, key))
+        got = getattr(holder, key)
+        assert (got.value if hasattr(got, "value") else got) == value, key
