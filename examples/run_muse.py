@@ -94,10 +94,10 @@ def main(argv=None):
         trainer.card_info = dict(
             base_model=model_args.model_name_or_path, dataset_name=script.dataset_name,
             forget_split=script.forget_split, retain_split=run.retain_split,
-            results=after, results_before=before,
+            results=after, results_before=before, benchmark="MUSE",
             script_args={k: v for k, v in vars(script).items() if v is not None},
         )
-        trainer.create_model_card()
+        trainer.create_model_card(tags=["muse"])
         keys = ("forget_verbmem_rouge", "forget_knowmem_rouge", "retain_knowmem_rouge", "privleak")
         summary = ", ".join(f"{k}={after[k]:.4g}" for k in keys if after and after.get(k) is not None)
         print(f"[run_muse] trained in {trainer.train_seconds:.1f}s; {summary}; wrote {output_dir}")

@@ -9,8 +9,11 @@ from pathlib import Path
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
-# Keys shown in the results table, in order (tofu_summary.json names).
+# Keys shown in the results table, in order (tofu_summary.json and muse_summary.json names).
 RESULT_ROWS = (
+    ("forget_verbmem_rouge", "VerbMem on forget (ROUGE-L F1)"),
+    ("forget_knowmem_rouge", "KnowMem on forget (ROUGE-L F1)"),
+    ("retain_knowmem_rouge", "KnowMem on retain (ROUGE-L F1, utility)"),
     ("forget_quality", "Forget quality (KS p-value vs retain model)"),
     ("model_utility", "Model utility (hmean of 9)"),
     ("forget_truth_ratio", "Forget truth ratio"),
@@ -26,6 +29,7 @@ RESULT_ROWS = (
     ("wf_rouge", "World facts ROUGE-L recall"),
     ("wf_truth_ratio", "World facts truth ratio"),
     ("privleak", "PrivLeak"),
+    ("mia_min_k_auc", "Min-K% MIA AUC (forget vs holdout)"),
     ("extraction_strength", "Extraction strength"),
     ("exact_memorization", "Exact memorisation"),
 )
@@ -67,7 +71,7 @@ def unlearning_model_card(
     *, model_name: str, base_model: str | None, method: str, optimizer: str, dataset_name: str,
     forget_split: str, retain_split: str | None, recipe: dict, library_name: str = "transformers",
     results: dict | None = None, results_before: dict | None = None, plot_file: str | None = None,
-    extra_tags: list[str] | None = None, prompt_template: dict | None = None,
+    extra_tags: list[str] | None = None, prompt_template: dict | None = None, benchmark: str = "TOFU",
 ) -> ModelCard:
     """A `huggingface_hub.ModelCard` describing one unlearning run.
 
@@ -97,7 +101,7 @@ def unlearning_model_card(
         "",
     ]
     if evaluated:
-        lines += ["## Results (TOFU evaluation)", "", results_table(results, results_before), ""]
+        lines += [f"## Results ({benchmark} evaluation)", "", results_table(results, results_before), ""]
     else:
         lines += ["## Results", "", "This model was not evaluated after training: how much it forgot is not known.", ""]
     if plot_file:

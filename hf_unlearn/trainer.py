@@ -485,7 +485,7 @@ class UnlearningTrainer(Trainer):
             recipe=recipe_of(self.args, info.get("script_args")),
             library_name="peft" if is_peft_model(self.model) else "transformers",
             results=info.get("results"), results_before=info.get("results_before"),
-            plot_file=info.get("plot_file"), extra_tags=tags,
+            plot_file=info.get("plot_file"), extra_tags=tags, benchmark=info.get("benchmark", "TOFU"),
             prompt_template=self.prompt_template.to_dict() if self.prompt_template is not None else None,
         )
         card.save(str(Path(self.args.output_dir) / "README.md"))

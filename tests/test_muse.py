@@ -281,7 +281,8 @@ def test_run_muse_end_to_end_with_accelerate_launch(tmp_path, muse_dir, muse_mod
     assert summary["retrain_min_k_auc"] == retrain_auc
     assert summary["privleak"] == pytest.approx(M.muse_privleak(summary["mia_min_k_auc"], retrain_auc))
     assert (out / "model.safetensors").is_file() and json.loads((out / "run_info.json").read_text())["before"]
-    assert "unlearn_method: npo" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "unlearn_method: npo" in card and "## Results (MUSE evaluation)" in card and "VerbMem on forget" in card
     assert not (target / "README.md").exists()  # nothing written into the input model
 
 
