@@ -8,6 +8,7 @@ The run writes the model, its tokenizer, and `tofu_eval.json` / `tofu_summary.js
 `tofu_eval.json` is the `--retain_reference` of `run_tofu.py`.
 """
 
+import argparse
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from hf_unlearn.pipeline import (
     describe_parameters, finetune, load_model_and_tokenizer, use_gloo_on_cpu, with_general_knowledge,
 )
 from hf_unlearn.validation import (
-    config_file_of, load_checked_split, removed_on_failure, tofu_evaluation_files, validate_finetune_run,
+    FINETUNE_EPILOG, config_file_of, load_checked_split, parse_arguments, removed_on_failure, tofu_evaluation_files,
+    validate_finetune_run,
 )
 
 
@@ -55,10 +57,14 @@ class FinetuneArguments:
     )
 
 
+def make_parser() -> TrlParser:
+    return TrlParser((FinetuneArguments, FinetuneTrainingArguments, ModelConfig), epilog=FINETUNE_EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parser = TrlParser((FinetuneArguments, FinetuneTrainingArguments, ModelConfig))
-    script, args, model_args = parser.parse_args_and_config(args=argv)
+    script, args, model_args = parse_arguments(make_parser(), argv)
     use_gloo_on_cpu(args)
     datasets.disable_progress_bars()
 

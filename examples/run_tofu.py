@@ -7,6 +7,7 @@ Flags: `UnlearningConfig` (TrainingArguments + unlearning), `UnlearningScriptArg
 and TRL's `ModelConfig` (model, dtype, LoRA: --use_peft --lora_r 8 ...). A YAML recipe holds the same flags.
 """
 
+import argparse
 import json
 import sys
 import time
@@ -24,7 +25,9 @@ from hf_unlearn.methods.registry import get_method
 from hf_unlearn.models.tiny import TINY_PRESET
 from hf_unlearn.pipeline import describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.reporting import plot_unlearning
-from hf_unlearn.validation import check_attention, config_file_of, removed_on_failure, validate_unlearning_run
+from hf_unlearn.validation import (
+    RUN_TOFU_EPILOG, check_attention, config_file_of, parse_arguments, removed_on_failure, validate_unlearning_run,
+)
 
 
 def card_flags(script) -> dict:
@@ -37,10 +40,14 @@ def card_flags(script) -> dict:
     return flags
 
 
+def make_parser() -> TrlParser:
+    return TrlParser((UnlearningScriptArguments, UnlearningConfig, ModelConfig), epilog=RUN_TOFU_EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parser = TrlParser((UnlearningScriptArguments, UnlearningConfig, ModelConfig))
-    script, args, model_args = parser.parse_args_and_config(args=argv)
+    script, args, model_args = parse_arguments(make_parser(), argv)
     use_gloo_on_cpu(args)
     datasets.disable_progress_bars()
 

@@ -222,7 +222,7 @@ class UnlearningScriptArguments:
     skip_final_evaluation: bool = field(default=False, metadata={"help": "Skip the TOFU evaluation after training."})
     allow_overlap: bool = field(
         default=False,
-        metadata={"help": "Accept forget rows that are also retain rows (more than 5% is refused without it)."},
+        metadata={"help": "Accept forget rows that are also retain rows (more than 5%% is refused without it)."},
     )
     overwrite_output_dir: bool = field(
         default=False,

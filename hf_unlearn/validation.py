@@ -47,6 +47,42 @@ def _problems(problems: list[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# the command line
+# ------------------------------------------------------------------------------------------------
+
+RUN_TOFU_EPILOG = """most used flags (every flag is listed above):
+  --unlearn_method       ga, grad_diff (default), kl, npo, simnpo, idk_nll, idk_dpo, undial, rmu
+  --unlearn_optimizer    adamw (default) or sophia; --hessian_estimator gnb|hutchinson|empirical
+  --forget_split / --retain_split / --dataset_name   what to forget, what to keep, where the data is
+  --retain_reference     the retain model's tofu_eval.json (forget quality)
+  --eval_strategy steps --eval_steps N --eval_subsample 20   forget quality during training
+  --learning_rate, --max_steps / --num_train_epochs, --per_device_train_batch_size
+  --use_peft --lora_r 8 --lora_target_modules q_proj v_proj   LoRA
+  --config recipes/tofu/<method>_<optimizer>.yaml   a recipe (the same flags as YAML)
+  --resume_from_checkpoint true | PATH   continue a run;  --overwrite_output_dir   replace an earlier output
+  on CPU: --bf16 false with the recipes (they are GPU settings)"""
+
+FINETUNE_EPILOG = """most used flags:
+  --model_name_or_path tiny-llama --tiny_size demo   a small Llama built from scratch on the data
+  --split full (the target) | retain90 / retain95 / retain99 (the retain model, whose tofu_eval.json is the reference)
+  --num_train_epochs, --learning_rate, --per_device_train_batch_size, --max_train_rows
+  --resume_from_checkpoint true | PATH,  --overwrite_output_dir,  --skip_evaluation"""
+
+
+def parse_arguments(parser, argv: Sequence[str]):
+    """`parser.parse_args_and_config`, with TrainingArguments' precision refusal turned into the fix."""
+    try:
+        return parser.parse_args_and_config(args=list(argv))
+    except ValueError as err:
+        text = str(err)
+        for flag in ("bf16", "fp16"):
+            if flag in text and ("support" in text or "requires a GPU" in text):
+                raise RunInputError(f"--{flag} true (the GPU recipes set it) needs a GPU; this machine has none: add "
+                                    f"--{flag} false (and --dtype float32).") from None
+        raise
+
+
+# ------------------------------------------------------------------------------------------------
 # training numbers
 # ------------------------------------------------------------------------------------------------
 

@@ -117,7 +117,8 @@ def _case_inputs(root: Path, tmp: Path, case: str) -> tuple[list[str], Path]:
                                         [*f(), "--config", str(out / "recipe.yaml")])[1],
         "output_not_empty": lambda: (_write_lines(out / "notes.txt", ["mine"]), f())[1],
         "output_holds_foreign_model": lambda: (shutil.copytree(root / "target", out), f("--overwrite_output_dir", "true"))[1],
-        "resume_true_nothing": lambda: f("--resume_from_checkpoint", "true"),
+        "bf16_on_cpu": lambda: f("--bf16", "true"),
+    "resume_true_nothing": lambda: f("--resume_from_checkpoint", "true"),
         "resume_missing_path": lambda: f("--resume_from_checkpoint", str(tmp / "checkpoint-9")),
         "zero_max_new_tokens": lambda: f("--max_new_tokens", "0"),
         "zero_eval_subsample": lambda: f("--eval_subsample", "0"),
@@ -170,6 +171,7 @@ BAD_INPUTS = {
     "output_not_empty": "is not empty: it holds files. Choose a new folder, pass --overwrite_output_dir",
     "output_holds_foreign_model": "holds a model or evaluation results (config.json, model.safetensors) that this "
                                   "library did not write",
+    "bf16_on_cpu": "needs a GPU; this machine has none: add --bf16 false",
     "resume_true_nothing": "--resume_from_checkpoint true: no complete checkpoint-N folder",
     "resume_missing_path": "is not a complete checkpoint (no such folder)",
     "zero_max_new_tokens": "--max_new_tokens must be >= 1",
@@ -354,3 +356,61 @@ def test_own_data_trains_without_tofu_evaluation_and_the_card_says_so(setup, tmp
         assert line in recipe, line
     for unused in ("npo_beta", "simnpo_beta", "undial_beta", "rmu_layer", "sophia_rho", "hessian_estimator"):
         assert unused not in recipe, unused
+
+
+# ------------------------------------------------------------------------------------------------
+# the README's commands and --help
+# ------------------------------------------------------------------------------------------------
+
+
+def _readme_commands() -> list[tuple[str, list[str]]]:
+    """(script, argv) of every `python examples/...` / `accelerate launch ... examples/...` line in the README."""
+    import shlex
+
+    text = (REPO / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```bash")[1:]]
+    commands = []
+    for block in blocks:
+        joined = block.replace("\\\n", " ")
+        for line in joined.splitlines():
+            line = line.split(" # ")[0].strip()
+            if line.startswith("#") or "examples/" not in line or line.endswith("..."):
+                continue
+            words = shlex.split(line.replace("<", "").replace(">", ""))
+            at = next(i for i, w in enumerate(words) if w.startswith("examples/"))
+            commands.append((Path(words[at]).stem, words[at + 1:]))
+    return commands
+
+
+def test_readme_commands_parse_with_the_scripts_own_parsers(monkeypatch):
+    """Every flag of every README command exists; the CPU quick start parses here as written (no GPU needed),
+    the GPU recipes are refused on this CPU machine with the fix named."""
+    import finetune_tofu
+    import run_tofu
+
+    from hf_unlearn.validation import RunInputError, parse_arguments
+
+    monkeypatch.chdir(REPO)
+    commands = _readme_commands()
+    assert {script for script, _ in commands} == {"finetune_tofu", "run_tofu"} and len(commands) >= 5
+    for script, argv in commands:
+        module = {"finetune_tofu": finetune_tofu, "run_tofu": run_tofu}[script]
+        cpu_line = "--bf16" in argv or "--config" not in argv
+        if not cpu_line:
+            with pytest.raises(RunInputError, match="add --bf16 false"):
+                parse_arguments(module.make_parser(), argv)
+            argv = [*argv, "--bf16", "false"]
+        _, args, _ = parse_arguments(module.make_parser(), argv)
+        assert not args.bf16 or not cpu_line
+
+
+def test_help_ends_with_the_most_used_flags(capsys):
+    import finetune_tofu
+    import run_tofu
+
+    for module, first in ((run_tofu, "--unlearn_method"), (finetune_tofu, "--model_name_or_path tiny-llama")):
+        with pytest.raises(SystemExit) as done:
+            module.main(["--help"])
+        assert done.value.code == 0
+        tail = capsys.readouterr().out.rstrip().splitlines()[-12:]
+        assert any(line.strip().startswith(first) for line in tail), tail
