@@ -117,8 +117,9 @@ def check_lora_flags(model_args) -> None:
                                "lora_modules_to_save", "use_rslora", "use_dora")
              if name in defaults and getattr(model_args, name) != defaults[name]]
     if given:
-        raise RunInputError(f"{', '.join('--' + g for g in given)} only apply to LoRA, which is off: add --use_peft "
-                            "to train adapters, or drop them to train the whole model.")
+        what = "is a LoRA flag" if len(given) == 1 else "are LoRA flags"
+        raise RunInputError(f"{', '.join('--' + g for g in given)} {what}, and LoRA is off: add --use_peft to train "
+                            "adapters, or drop them to train the whole model.")
 
 
 def check_attention(args, model=None, attn_implementation: str | None = None) -> None:
