@@ -136,7 +136,7 @@ def quiet() -> None:
 @functools.lru_cache(maxsize=None)
 def synthetic_dir(num_authors: int = 20, questions_per_author: int = 5) -> str:
     """A synthetic TOFU folder in a temporary directory (removed at exit with the process' tmp)."""
-    from hf_unlearn.data.synthetic import write_synthetic_tofu
+    from hf_unlearn.offline.synthetic import write_synthetic_tofu
 
     out = Path(tempfile.mkdtemp(prefix="hf_unlearn_bench_tofu_"))
     write_synthetic_tofu(out, num_authors=num_authors, questions_per_author=questions_per_author, seed=0)
@@ -147,13 +147,13 @@ def data_dir(ctx: BenchContext) -> tuple[str, str]:
     """(folder, kind): real TOFU from ../shared/data/tofu unless smoke mode or it is missing."""
     if not ctx.smoke and TOFU_DIR.is_dir():
         return str(TOFU_DIR), "real TOFU (../shared/data/tofu)"
-    return synthetic_dir(), "synthetic TOFU (hf_unlearn.data.synthetic, 20 authors x 5 questions)"
+    return synthetic_dir(), "synthetic TOFU (hf_unlearn.offline.synthetic, 20 authors x 5 questions)"
 
 
 @functools.lru_cache(maxsize=None)
 def tokenizer_for(folder: str, vocab_size: int = 4096):
     """The tiny-llama preset's tokenizer: byte-level BPE trained on the folder's TOFU strings."""
-    from hf_unlearn.models.tiny import train_tokenizer
+    from hf_unlearn.offline.tiny import train_tokenizer
     from hf_unlearn.pipeline import tofu_strings
 
     return train_tokenizer(tofu_strings(folder), vocab_size=vocab_size)
@@ -166,7 +166,7 @@ def model_size(ctx: BenchContext, name: str = "default") -> dict[str, int]:
 
 
 def build_model(tokenizer, size: dict[str, int], seed: int = 0):
-    from hf_unlearn.models.tiny import build_tiny_llama
+    from hf_unlearn.offline.tiny import build_tiny_llama
 
     return build_tiny_llama(tokenizer, seed=seed, **size)
 

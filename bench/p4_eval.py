@@ -1,6 +1,6 @@
 """P4: TOFU evaluation throughput, batched against one question at a time.
 
-`hf_unlearn.eval.tofu.evaluate_tofu` on real TOFU forget10 (forget10_perturbed + holdout10 +
+`hf_unlearn.eval.benchmarks.tofu.evaluate_tofu` on real TOFU forget10 (forget10_perturbed + holdout10 +
 retain_perturbed + real_authors_perturbed + world_facts_perturbed; greedy, 200 new tokens) with the
 default tiny model: the cached target model of the quality benches when it exists
 (``<output_dir>/cache/pair-*/target``, answers stop at EOS as a trained model's do), else a random-init
@@ -62,7 +62,7 @@ def _generation_waste(tokenizer, per_sample: dict, batch_size: int, max_new_toke
 
 
 def run(ctx: C.BenchContext) -> dict:
-    from hf_unlearn.eval.tofu import evaluate_tofu
+    from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
 
     folder, data_kind = C.data_dir(ctx)
     tokenizer = C.tokenizer_for(folder, 512 if ctx.smoke else 4096)

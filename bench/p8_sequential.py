@@ -111,7 +111,7 @@ def ensure_references(ctx: C.BenchContext) -> dict:
     each cumulative split (its forget quality before any request)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_unlearn.eval.tofu import read_results
+    from hf_unlearn.eval.runner import read_results
 
     root = cache_dir(ctx)
     splits = settings(ctx)["splits"]

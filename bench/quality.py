@@ -64,7 +64,7 @@ def _finetune_args(output_dir: Path, values: dict):
 
 
 def evaluate(ctx, model, tokenizer, reference=None) -> tuple[dict, dict, float]:
-    from hf_unlearn.eval.tofu import evaluate_tofu
+    from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
 
     folder, _ = C.data_dir(ctx)
     ev = settings(ctx)["eval"]
@@ -84,7 +84,7 @@ def ensure_pair(ctx: C.BenchContext) -> dict:
     """Builds (or loads) the target / retain pair and their evaluations; returns paths and summaries."""
     from transformers import AutoTokenizer
 
-    from hf_unlearn.eval.tofu import read_results, write_results
+    from hf_unlearn.eval.runner import read_results, write_results
     from hf_unlearn.pipeline import finetune, with_general_knowledge
 
     wanted = settings(ctx)

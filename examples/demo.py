@@ -48,7 +48,7 @@ def main():
     if args.tofu_dir:
         data = Path(args.tofu_dir)
     else:
-        from hf_unlearn.data.synthetic import write_synthetic_tofu
+        from hf_unlearn.offline.synthetic import write_synthetic_tofu
 
         data = write_synthetic_tofu(out / "data", num_authors=args.num_authors,
                                     questions_per_author=args.questions_per_author, seed=0)

@@ -26,7 +26,7 @@ from trl import ModelConfig, TrlParser
 from hf_unlearn.data.muse import load_texts, muse_strings, parse_split
 from hf_unlearn.data.text import encode_documents
 from hf_unlearn.eval.benchmarks.muse import check_muse, evaluate_muse, model_context, write_results
-from hf_unlearn.models.tiny import TINY_PRESET
+from hf_unlearn.offline.tiny import TINY_PRESET
 from hf_unlearn.pipeline import (
     EncodedDataset, describe_parameters, finetune, load_model_and_tokenizer, use_gloo_on_cpu,
 )

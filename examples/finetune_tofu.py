@@ -19,8 +19,9 @@ from trl import ModelConfig, TrlParser
 
 from hf_unlearn.data.formatting import PromptTemplateArguments, resolve_prompt_template
 from hf_unlearn.data.tofu import default_splits
-from hf_unlearn.eval.tofu import evaluate_tofu, write_results
-from hf_unlearn.models.tiny import TINY_PRESET
+from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
+from hf_unlearn.eval.runner import write_results
+from hf_unlearn.offline.tiny import TINY_PRESET
 from hf_unlearn.pipeline import (
     describe_parameters, finetune, load_model_and_tokenizer, use_gloo_on_cpu, with_general_knowledge,
 )

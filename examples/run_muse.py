@@ -22,7 +22,7 @@ from hf_unlearn.data.muse import muse_strings
 from hf_unlearn.eval.benchmarks.muse import evaluate_muse, model_context, write_results
 from hf_unlearn.hub import check_push_credentials
 from hf_unlearn.methods.registry import get_method
-from hf_unlearn.models.tiny import TINY_PRESET
+from hf_unlearn.offline.tiny import TINY_PRESET
 from hf_unlearn.pipeline import describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.validation import (
     RunInputError, check_attention, config_file_of, removed_on_failure, validate_muse_run,

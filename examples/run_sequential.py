@@ -23,7 +23,7 @@ from hf_unlearn import UnlearningConfig, UnlearningTrainer
 from hf_unlearn.config import UnlearningScriptArguments
 from hf_unlearn.hub import check_push_credentials, recipe_of
 from hf_unlearn.methods.registry import get_method
-from hf_unlearn.models.tiny import TINY_PRESET
+from hf_unlearn.offline.tiny import TINY_PRESET
 from hf_unlearn.pipeline import load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.sequential import (PLOT_FILE, SequentialArguments, TofuRequests, plan_requests, resolve_resume_flag,
                                    run_requests, sequential_model_card, split_list)

@@ -8,6 +8,7 @@ and TRL's `ModelConfig` (model, dtype, LoRA: --use_peft --lora_r 8 ...). A YAML 
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -18,11 +19,12 @@ from trl import ModelConfig, TrlParser, get_peft_config
 
 from hf_unlearn import UnlearningConfig, UnlearningTrainer
 from hf_unlearn.config import UnlearningScriptArguments
+from hf_unlearn.eval.benchmarks import get_benchmark
 from hf_unlearn.eval.callback import ForgetQualityCallback
-from hf_unlearn.eval.tofu import evaluate_tofu, write_results
+from hf_unlearn.eval.runner import write_results
 from hf_unlearn.hub import check_push_credentials
 from hf_unlearn.methods.registry import get_method
-from hf_unlearn.models.tiny import TINY_PRESET
+from hf_unlearn.offline.tiny import TINY_PRESET
 from hf_unlearn.pipeline import describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.reporting import plot_unlearning
 from hf_unlearn.validation import (
@@ -60,11 +62,14 @@ def main(argv=None):
     main_process = args.process_index == 0
     for note in run.notes if main_process else ():
         print(f"[run_tofu] {note}")
-    tofu_eval = run.tofu_eval
+    benchmark = get_benchmark(script.benchmark) if run.tofu_eval else None
+    tofu_eval = benchmark is not None
     show_progress = not args.disable_tqdm
-    eval_kwargs = dict(dataset_name=script.dataset_name, forget_split=script.forget_split,
-                       holdout_split=run.holdout_split, retain_reference=script.retain_reference,
-                       batch_size=args.per_device_eval_batch_size, max_new_tokens=script.max_new_tokens)
+    if tofu_eval:  # the benchmark's own options, from the script flags of the same names; checked up front
+        given = {**vars(script), "holdout_split": run.holdout_split}
+        options = benchmark.check(**{f.name: given[f.name] for f in dataclasses.fields(benchmark.options)
+                                     if f.name in given})
+        eval_kwargs = dict(batch_size=args.per_device_eval_batch_size, show_progress=show_progress, **options)
 
     with removed_on_failure(args.output_dir, main_process):
         model, tokenizer = load_model_and_tokenizer(
@@ -76,8 +81,8 @@ def main(argv=None):
         callbacks = []
         if tofu_eval and args.eval_strategy != "no":
             callbacks.append(ForgetQualityCallback(
-                subsample=script.eval_subsample, target_forget_quality=script.target_forget_quality,
-                min_model_utility=script.min_model_utility, show_progress=show_progress, **eval_kwargs))
+                benchmark=benchmark, target_forget_quality=script.target_forget_quality,
+                min_model_utility=script.min_model_utility, **{**eval_kwargs, "subsample": script.eval_subsample}))
         trainer = UnlearningTrainer(
             model=model, args=args, forget_dataset=run.forget, retain_dataset=run.retain, processing_class=tokenizer,
             peft_config=get_peft_config(model_args), callbacks=callbacks,
@@ -92,8 +97,7 @@ def main(argv=None):
                   + (f"; resuming from {run.resume_from}" if run.resume_from else ""))
         before = None
         if tofu_eval and script.evaluate_before:
-            before = evaluate_tofu(trainer.model, tokenizer, template=trainer.prompt_template,
-                                   show_progress=show_progress, **eval_kwargs)[1]
+            before = benchmark.evaluate(trainer.model, tokenizer, template=trainer.prompt_template, **eval_kwargs)[1]
 
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=run.resume_from)
@@ -102,10 +106,10 @@ def main(argv=None):
 
     after = None
     if tofu_eval and not script.skip_final_evaluation:
-        per_sample, after = evaluate_tofu(trainer.model, tokenizer, template=trainer.prompt_template,
-                                          show_progress=show_progress, **eval_kwargs)
+        per_sample, after = benchmark.evaluate(trainer.model, tokenizer, template=trainer.prompt_template,
+                                               **eval_kwargs)
         if trainer.is_world_process_zero():
-            write_results(args.output_dir, per_sample, after)
+            write_results(args.output_dir, per_sample, after, benchmark)
     if trainer.is_world_process_zero():
         output_dir = Path(args.output_dir)
         history = [{"step": h["step"], **h["metrics"]} for h in callbacks[0].history] if callbacks else []

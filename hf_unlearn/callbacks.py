@@ -1,4 +1,5 @@
-"""Trainer callbacks: *when* to refresh SophiaG's Hessian, and forget-quality evaluation during training."""
+"""Trainer callback that decides *when* to refresh SophiaG's Hessian (the evaluation callback is
+`hf_unlearn.eval.callback.ForgetQualityCallback`)."""
 
 from __future__ import annotations
 
@@ -25,5 +26,3 @@ class HessianRefreshCallback(TrainerCallback):
         if self.refresh_due:
             self.refresh_steps.append(state.global_step)
 
-
-from .eval.callback import ForgetQualityCallback  # noqa: E402,F401  (re-export; imports nothing heavy)

@@ -186,6 +186,12 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments):
 class UnlearningScriptArguments:
     """Data and evaluation flags of `examples/run_tofu.py` (TRL-style names)."""
 
+    benchmark: str = field(
+        default="tofu",
+        metadata={"help": "Benchmark evaluated before, during and after training: a registered name "
+                          "(hf_unlearn.eval.benchmarks; tofu is the default), or 'none' for no benchmark evaluation "
+                          "(bring-your-own data)."},
+    )
     dataset_name: str = field(
         default="locuslab/TOFU",
         metadata={"help": "Hub dataset id or local folder of JSON-lines splits (e.g. ../shared/data/tofu)."},
@@ -230,8 +236,13 @@ class UnlearningScriptArguments:
                           "resume into it with --resume_from_checkpoint."},
     )
 
+    def __post_init__(self):
+        from .eval.benchmarks import get_benchmark
+
+        get_benchmark(self.benchmark)  # an unknown name fails here, listing the registered ones
 
 @dataclass
+
 class MuseScriptArguments(UnlearningScriptArguments):
     """Data and evaluation flags of `examples/run_muse.py`: run_tofu's flags with MUSE's defaults."""
 

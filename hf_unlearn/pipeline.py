@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 from .data.formatting import encode_qa
 from .data.pairing import UnlearningCollator, resolve_pad_token_id
 from .data.tofu import TOFU_SPLITS, load_split
-from .models.tiny import TINY_PRESET, build_tiny_llama, train_tokenizer
+from .offline.tiny import TINY_PRESET, build_tiny_llama, train_tokenizer
 
 logger = logging.getLogger(__name__)
 

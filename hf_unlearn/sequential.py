@@ -25,9 +25,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,8 @@ from typing import Any, Callable
 
 import datasets
 from accelerate import PartialState
+
+from .eval.runner import atomic_json
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class TofuRequests:
 
     def check_evaluation(self, eval_split: str) -> None:
         """The evaluation splits of `eval_split` exist and their rows are sound."""
-        from .eval.tofu import resolve_splits
+        from .eval.benchmarks.tofu import resolve_splits
         from .validation import RunInputError, tofu_evaluation_files
 
         holdout = resolve_splits(eval_split, self.holdout_split)["holdout"]
@@ -120,7 +120,7 @@ class TofuRequests:
 
     def check_reference(self, reference: str, eval_split: str, number: int) -> None:
         """A reference must be a TOFU per-question file evaluated on this request's evaluation split."""
-        from .eval.tofu import EVAL_FILE, FORMAT_NAME, load_reference, resolve_splits
+        from .eval.benchmarks.tofu import EVAL_FILE, FORMAT_NAME, load_reference, resolve_splits
 
         data = load_reference(reference)  # names the file and what it lacks
         found = data.get("format")
@@ -143,13 +143,13 @@ class TofuRequests:
                 "each request uses its own split's holdout, or give references made with the same holdout split.")
 
     def evaluate(self, model, tokenizer, eval_split: str, reference: str | None, template=None):
-        from .eval.tofu import evaluate_tofu
+        from .eval.benchmarks.tofu import evaluate_tofu
 
         return evaluate_tofu(model, tokenizer, self.dataset_name, eval_split, holdout_split=self.holdout_split,
                              retain_reference=reference, template=template, **self.eval_kwargs)
 
     def write(self, folder: Path, per_sample: dict, summary: dict) -> None:
-        from .eval.tofu import write_results
+        from .eval.runner import write_results
 
         write_results(folder, per_sample, summary)
 
@@ -265,13 +265,6 @@ def plan_requests(benchmark, forget_splits: list[str], retain_references: list[s
 # --------------------------------------------------------------------------------------------------
 
 
-def _atomic_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
-
-
 def _same_request(a: dict, b: dict) -> bool:
     return all(a.get(k) == b.get(k) for k in ("number", "split", "eval_split", "retain_split", "rows_sha1"))
 
@@ -351,7 +344,7 @@ def run_requests(requests: list[Request], benchmark, *, load_model: Callable[[li
                       "steps": trainer.state.global_step, "train_seconds": train_seconds, "summary": summary}
             if is_main:
                 benchmark.write(folder, per_sample, summary)
-                _atomic_json(folder / REQUEST_FILE, record)  # last: marks the request finished
+                atomic_json(folder / REQUEST_FILE, record)  # last: marks the request finished
             trainer.accelerator.wait_for_everyone()
             del trainer
         else:
@@ -361,7 +354,7 @@ def run_requests(requests: list[Request], benchmark, *, load_model: Callable[[li
             chain.append(str(folder))
         result = summarise(done, before, benchmark, total=len(requests))
         if is_main:  # progress after every request: the summary, and the card of the model in `folder`
-            _atomic_json(top / SUMMARY_FILE, result)
+            atomic_json(top / SUMMARY_FILE, result)
             if card is not None:
                 card(done, before, folder)
     if is_main:

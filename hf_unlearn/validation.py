@@ -521,7 +521,7 @@ def validate_unlearning_run(script, args, model_args, *, needs_retain: bool, pre
     else:
         run.retain_split = None
 
-    if script.text_column:
+    if script.text_column or script.benchmark == "none":
         run.tofu_eval = False
     else:
         found = tofu_evaluation_files(script.dataset_name, script.forget_split, run.holdout_split)
@@ -532,7 +532,7 @@ def validate_unlearning_run(script, args, model_args, *, needs_retain: bool, pre
     if script.retain_reference:
         if not run.tofu_eval:
             raise RunInputError("--retain_reference is only used by the TOFU evaluation, which this run does not have "
-                                "(no TOFU evaluation files or --text_column): drop it.")
+                                "(--benchmark none, no TOFU evaluation files or --text_column): drop it.")
         questions = None
         path = _data_file(script.dataset_name, f"{script.forget_split}_perturbed")
         if path is not None and path.suffix in (".json", ".jsonl"):

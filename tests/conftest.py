@@ -17,14 +17,14 @@ TOFU_DIR = REPO.parent / "shared" / "data" / "tofu"
 
 @pytest.fixture(scope="session")
 def synthetic_splits():
-    from hf_unlearn.data.synthetic import generate_tofu
+    from hf_unlearn.offline.synthetic import generate_tofu
 
     return generate_tofu(num_authors=20, questions_per_author=5, seed=0)
 
 
 @pytest.fixture(scope="session")
 def tokenizer(synthetic_splits):
-    from hf_unlearn.models.tiny import train_tokenizer
+    from hf_unlearn.offline.tiny import train_tokenizer
 
     texts = [row[k] for rows in synthetic_splits.values() for row in rows for k in ("question", "answer")]
     return train_tokenizer(texts, vocab_size=512)
@@ -32,7 +32,7 @@ def tokenizer(synthetic_splits):
 
 @pytest.fixture
 def make_model(tokenizer):
-    from hf_unlearn.models.tiny import build_tiny_llama
+    from hf_unlearn.offline.tiny import build_tiny_llama
 
     def make(seed=0, **kw):
         config = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)

@@ -36,9 +36,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  #
 
 from hf_unlearn import UnlearningConfig, UnlearningTrainer  # noqa: E402
 from hf_unlearn.data.pairing import UnlearningCollator  # noqa: E402
-from hf_unlearn.data.synthetic import generate_tofu  # noqa: E402
+from hf_unlearn.offline.synthetic import generate_tofu  # noqa: E402
 from hf_unlearn.models.reference import is_zero3_partitioned  # noqa: E402
-from hf_unlearn.models.tiny import build_tiny_llama  # noqa: E402
+from hf_unlearn.offline.tiny import build_tiny_llama  # noqa: E402
 
 MODEL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
 
@@ -253,7 +253,7 @@ def run_job(job: dict, tokenizer_dir: str, output_dir: str, tofu_dir: str | None
     if job["save_model"]:
         trainer.save_model(str(output_dir / f"{job['name']}_model"))
     if job["evaluate"]:
-        from hf_unlearn.eval.tofu import evaluate_tofu
+        from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
 
         model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
         per_sample, summary = evaluate_tofu(model, tokenizer, tofu_dir, forget_split="forget10", batch_size=1,

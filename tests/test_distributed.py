@@ -98,8 +98,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tokenizer):
-    from hf_unlearn.data.synthetic import write_synthetic_tofu
-    from hf_unlearn.models.tiny import build_tiny_llama
+    from hf_unlearn.offline.synthetic import write_synthetic_tofu
+    from hf_unlearn.offline.tiny import build_tiny_llama
 
     root = tmp_path_factory.mktemp("distributed")
     tokenizer.save_pretrained(root / "tokenizer")
@@ -415,10 +415,10 @@ def _assert_same_values(a, b, path="") -> None:
 def test_two_process_evaluation_equals_one_process(ddp, workspace):
     """Each rank scores a strided shard (3 questions per split: rank 1 gets one, plus padding); the gathered
     per-question values and the summary equal one process evaluating the same saved weights."""
-    pytest.importorskip("hf_unlearn.eval.tofu")
+    pytest.importorskip("hf_unlearn.eval.benchmarks.tofu")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_unlearn.eval.tofu import evaluate_tofu
+    from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
 
     _, out = ddp
     gathered = json.loads((out / "gd_adamw_eval.json").read_text())

@@ -24,8 +24,9 @@ from hf_unlearn.eval import metrics as M
 from hf_unlearn.eval.__main__ import main
 from hf_unlearn.eval.callback import ForgetQualityCallback
 from hf_unlearn.eval.scoring import generate_answers, score_answers
-from hf_unlearn.eval.tofu import EVAL_FILE, SUMMARY_FILE, SUMMARY_KEYS, evaluate_tofu, read_results, write_results
-from hf_unlearn.models.tiny import build_tiny_llama, tofu_corpus, train_tokenizer
+from hf_unlearn.eval.benchmarks.tofu import EVAL_FILE, SUMMARY_FILE, SUMMARY_KEYS, evaluate_tofu
+from hf_unlearn.eval.runner import read_results, write_results
+from hf_unlearn.offline.tiny import build_tiny_llama, tofu_corpus, train_tokenizer
 
 REAL_TOFU = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tofu"
 SLICE_SPLITS = (
@@ -447,9 +448,6 @@ def test_callback_arguments_are_checked(slice_dir, reference_file):
         ForgetQualityCallback(str(slice_dir), target_forget_quality=0.05, min_model_utility=0.5)
     with pytest.raises(FileNotFoundError):
         ForgetQualityCallback(str(slice_dir), retain_reference=str(reference_file) + ".missing")
-    from hf_unlearn.callbacks import ForgetQualityCallback as reexported
-
-    assert reexported is ForgetQualityCallback
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,7 +458,8 @@ _TWO_RANKS = r'''
 import json, multiprocessing as mp, os, sys
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from hf_unlearn.eval.tofu import evaluate_tofu, write_results
+from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
+from hf_unlearn.eval.runner import write_results
 
 model_dir, data_dir, work = sys.argv[1], sys.argv[2], sys.argv[3]
 model = AutoModelForCausalLM.from_pretrained(model_dir).eval()

@@ -51,8 +51,9 @@ def test_unknown_recipe_key_is_named(tmp_path):
 @pytest.fixture
 def target_setup(tmp_path, synthetic_splits, tokenizer, make_model):
     """A tiny 'target' model folder, a synthetic TOFU folder and a retain reference (the target's own eval)."""
-    from hf_unlearn.data.synthetic import write_tofu
-    from hf_unlearn.eval.tofu import evaluate_tofu, write_results
+    from hf_unlearn.offline.synthetic import write_tofu
+    from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
+    from hf_unlearn.eval.runner import write_results
 
     data = write_tofu(tmp_path / "data", synthetic_splits)
     model_dir = tmp_path / "target"

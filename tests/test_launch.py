@@ -27,8 +27,8 @@ RECIPES = REPO / "recipes" / "accelerate"
 
 @pytest.fixture(scope="module")
 def launch_workspace(tmp_path_factory, tokenizer):
-    from hf_unlearn.data.synthetic import write_synthetic_tofu
-    from hf_unlearn.models.tiny import build_tiny_llama
+    from hf_unlearn.offline.synthetic import write_synthetic_tofu
+    from hf_unlearn.offline.tiny import build_tiny_llama
 
     root = tmp_path_factory.mktemp("launch")
     model = build_tiny_llama(tokenizer, seed=0, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -62,7 +62,7 @@ def _launch(recipe: str, workspace: Path, out: Path, *extra: str) -> subprocess.
 def _single_process_summary(workspace: Path) -> dict:
     from transformers import AutoTokenizer
 
-    from hf_unlearn.eval.tofu import evaluate_tofu
+    from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
 
     model = AutoModelForCausalLM.from_pretrained(workspace / "target")
     tokenizer = AutoTokenizer.from_pretrained(workspace / "target")

@@ -186,7 +186,7 @@ def test_every_method_trains_on_text_windows(tmp_path, tokenizer, make_model, me
 # --- evaluation --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def muse_model(muse_dir):
-    from hf_unlearn.models.tiny import build_tiny_llama, train_tokenizer
+    from hf_unlearn.offline.tiny import build_tiny_llama, train_tokenizer
 
     tokenizer = train_tokenizer(muse_strings(str(muse_dir)), vocab_size=512)
     model = build_tiny_llama(tokenizer, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

@@ -23,9 +23,10 @@ sys.path.insert(0, str(REPO / "examples"))
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, synthetic_splits, tokenizer):
     """A tiny target model, a synthetic TOFU folder, a retain reference (the target's own evaluation)."""
-    from hf_unlearn.data.synthetic import write_tofu
-    from hf_unlearn.eval.tofu import evaluate_tofu, write_results
-    from hf_unlearn.models.tiny import build_tiny_llama
+    from hf_unlearn.offline.synthetic import write_tofu
+    from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
+    from hf_unlearn.eval.runner import write_results
+    from hf_unlearn.offline.tiny import build_tiny_llama
 
     root = tmp_path_factory.mktemp("reliability")
     data = write_tofu(root / "data", synthetic_splits)

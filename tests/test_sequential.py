@@ -20,9 +20,10 @@ RECIPE = REPO / "recipes" / "tofu" / "sequential" / "undial_adamw.yaml"
 def seq_setup(tmp_path_factory):
     """30 synthetic authors x 2 questions (forget01/05/10 = 1/2/3 authors = 2/4/6 rows), a tiny target and
     one reference per forget split (the target's own evaluation: the bookkeeping, not the numbers, is tested)."""
-    from hf_unlearn.data.synthetic import generate_tofu, write_tofu
-    from hf_unlearn.eval.tofu import evaluate_tofu, write_results
-    from hf_unlearn.models.tiny import build_tiny_llama, train_tokenizer
+    from hf_unlearn.offline.synthetic import generate_tofu, write_tofu
+    from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
+    from hf_unlearn.eval.runner import write_results
+    from hf_unlearn.offline.tiny import build_tiny_llama, train_tokenizer
 
     root = tmp_path_factory.mktemp("sequential")
     splits = generate_tofu(num_authors=30, questions_per_author=2, seed=0)

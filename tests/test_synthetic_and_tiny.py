@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from hf_unlearn.data.refusals import REFUSALS, refusal_for
-from hf_unlearn.data.synthetic import (
+from hf_unlearn.offline.synthetic import (
     MAX_QUESTIONS_PER_AUTHOR,
     SPLIT_NAMES,
     generate_tofu,
     write_synthetic_tofu,
     write_tofu,
 )
-from hf_unlearn.models.tiny import (
+from hf_unlearn.offline.tiny import (
     TINY_PRESET,
     build_tiny_llama,
     make_tiny_model_and_tokenizer,

@@ -2,7 +2,7 @@
 
 `dataset_name` is a Hub id (default `locuslab/TOFU`, whose configs are the split names) or a local
 folder of JSON-lines files named like the Hub configs (`forget10.json`, `retain90.json`, ...), such as
-`../shared/data/tofu` or the folder written by `hf_unlearn.data.synthetic`. A split may also be a path
+`../shared/data/tofu` or the folder written by `hf_unlearn.offline.synthetic`. A split may also be a path
 to a single data file.
 """
 

@@ -1,6 +1,7 @@
-"""Command line TOFU evaluation: ``python -m hf_unlearn.eval`` (console script ``hf-unlearn-eval``).
+"""Command line evaluation on a registered benchmark: ``python -m hf_unlearn.eval`` (console script
+``hf-unlearn-eval``). ``--benchmark tofu`` is the default; ``--benchmark NAME --help`` lists NAME's own flags.
 
-Example (evaluate the retain model first: its ``tofu_eval.json`` is the reference)::
+Example (TOFU; evaluate the retain model first: its ``tofu_eval.json`` is the reference)::
 
     python -m hf_unlearn.eval --model_name_or_path retain_model --dataset_name locuslab/TOFU \\
         --forget_split forget10 --output_dir eval/retain
@@ -13,6 +14,8 @@ processes; the numbers are those of one process and rank 0 writes the files.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..data.formatting import PromptTemplateArguments, resolve_prompt_template
+from .benchmarks import DEFAULT_BENCHMARK, benchmark_names, get_benchmark
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -32,38 +36,17 @@ class EvalArguments:
                           "loaded from the same place."}
     )
     output_dir: str = field(
-        metadata={"help": "Folder for tofu_eval.json (per-question values; for the retain model this is the "
-                          "reference file) and tofu_summary.json. Created if missing; must not be the model "
-                          "folder or inside it."}
+        metadata={"help": "Folder for the benchmark's per-sample and summary files (TOFU: tofu_eval.json, for the "
+                          "retain model the reference file, and tofu_summary.json). Created if missing; must not be "
+                          "the model folder or inside it."}
     )
-    dataset_name: str = field(
-        default="locuslab/TOFU",
-        metadata={"help": "TOFU data: a Hub id (default locuslab/TOFU) or a local folder of JSON-lines files "
-                          "named like the Hub configs (forget10_perturbed.json, ...)."},
-    )
-    forget_split: str = field(
-        default="forget10",
-        metadata={"help": "Forget split: forget01, forget05 or forget10 (its _perturbed version is read). "
-                          "Default forget10."},
-    )
-    holdout_split: Optional[str] = field(
-        default=None,
-        metadata={"help": "Non-member split for the membership-inference metrics. Default: the holdoutXX "
-                          "matching the forget split."},
-    )
-    retain_reference: Optional[str] = field(
-        default=None,
-        metadata={"help": "tofu_eval.json of the retain model, evaluated with this tool on the same forget split: "
-                          "gives forget_quality and privleak (null without it)."},
+    benchmark: str = field(
+        default=DEFAULT_BENCHMARK,
+        metadata={"help": f"Benchmark to evaluate on: {', '.join(benchmark_names())}. Default {DEFAULT_BENCHMARK}. "
+                          "Its own flags follow (--benchmark NAME --help lists them)."},
     )
     per_device_eval_batch_size: int = field(
         default=32, metadata={"help": "Answers per forward pass and prompts per generate call. Default 32."}
-    )
-    max_new_tokens: int = field(
-        default=200, metadata={"help": "Greedy generation length for ROUGE (stops at EOS). Default 200 (TOFU)."}
-    )
-    subsample: Optional[int] = field(
-        default=None, metadata={"help": "Evaluate only the first N questions of each split (quick checks)."}
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow model code from the model folder / Hub repo. Default off."}
@@ -96,14 +79,8 @@ def _check_output_dir(args: EvalArguments) -> None:
 def _check_args(args: EvalArguments) -> None:
     if args.per_device_eval_batch_size <= 0:
         raise ValueError(f"--per_device_eval_batch_size must be > 0, got {args.per_device_eval_batch_size}.")
-    if args.max_new_tokens <= 0:
-        raise ValueError(f"--max_new_tokens must be > 0, got {args.max_new_tokens}.")
-    if args.subsample is not None and args.subsample <= 0:
-        raise ValueError(f"--subsample must be > 0, got {args.subsample}.")
     if args.dtype not in _DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(_DTYPES)}, got {args.dtype!r}.")
-    if args.retain_reference is not None and not Path(args.retain_reference).expanduser().exists():
-        raise ValueError(f"--retain_reference {args.retain_reference!r} does not exist.")
     _check_output_dir(args)
 
 
@@ -133,24 +110,42 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _chosen_benchmark(argv: Optional[list[str]]) -> str:
+    """The --benchmark value, read before the full parser is built (its flags depend on it)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--benchmark", default=DEFAULT_BENCHMARK)
+    return pre.parse_known_args(sys.argv[1:] if argv is None else argv)[0].benchmark
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     from transformers import HfArgumentParser
 
+    name = _chosen_benchmark(argv)
+    try:
+        benchmark = get_benchmark(name)
+        if benchmark is None:
+            raise ValueError("--benchmark none evaluates nothing: choose one of " + ", ".join(benchmark_names()) + ".")
+    except ValueError as exc:
+        HfArgumentParser(EvalArguments, prog="hf-unlearn-eval").error(str(exc))
     parser = HfArgumentParser(
-        (EvalArguments, PromptTemplateArguments), prog="hf-unlearn-eval",
-        description="TOFU evaluation of a causal LM (hf-unlearn).",
+        (EvalArguments, PromptTemplateArguments, benchmark.options), prog="hf-unlearn-eval",
+        description=f"Evaluation of a causal LM on a registered benchmark (hf-unlearn). {benchmark.description}",
     )
-    args, prompt_args = parser.parse_args_into_dataclasses(args=argv)
+    args, prompt_args, benchmark_args, unknown = parser.parse_args_into_dataclasses(
+        args=argv, return_remaining_strings=True)
+    if unknown:
+        parser.error(f"unrecognized arguments for --benchmark {benchmark.name}: {' '.join(unknown)} (see --help).")
     try:
         _check_args(args)
-    except ValueError as exc:
+        options = benchmark.check(**dataclasses.asdict(benchmark_args))  # before any model is loaded
+    except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .runner import write_results
     from .scoring import dist_rank_world
-    from .tofu import evaluate_tofu, write_results
 
     start = time.perf_counter()
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
@@ -167,13 +162,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.model_name_or_path, trust_remote_code=args.trust_remote_code, dtype=dtype
     ).to(device)
     model.eval()
-    per_sample, summary = evaluate_tofu(
-        model, tokenizer, args.dataset_name, forget_split=args.forget_split, holdout_split=args.holdout_split,
-        retain_reference=args.retain_reference, batch_size=args.per_device_eval_batch_size,
-        max_new_tokens=args.max_new_tokens, subsample=args.subsample, show_progress=not args.disable_tqdm,
-        template=template,
+    per_sample, summary = benchmark.evaluate(
+        model, tokenizer, batch_size=args.per_device_eval_batch_size, show_progress=not args.disable_tqdm,
+        template=template, **options,
     )
-    eval_path, summary_path = write_results(args.output_dir, per_sample, summary)
+    eval_path, summary_path = write_results(args.output_dir, per_sample, summary, benchmark)
     rank, _ = dist_rank_world()
     if rank == 0:
         print(format_summary(summary))

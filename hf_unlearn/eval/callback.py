@@ -1,6 +1,6 @@
-"""`ForgetQualityCallback`: TOFU evaluation on the Trainer's evaluation schedule.
+"""`ForgetQualityCallback`: a registered benchmark's evaluation on the Trainer's evaluation schedule.
 
-Usage::
+Usage (TOFU, the default ``benchmark``; any other registered name works alike, with its own options)::
 
     cb = ForgetQualityCallback("locuslab/TOFU", forget_split="forget10",
                                retain_reference="retain_eval/tofu_eval.json", subsample=100,
@@ -18,27 +18,29 @@ construction, so for a run with no eval dataset give the callback its own schedu
 ``args.eval_strategy="no"``.  When the Trainer is attached and has no eval dataset, the callback
 also clears ``control.should_evaluate`` after its own evaluation so Trainer never calls its own.
 
-Logging.  Metrics go out as ``tofu/<summary key>`` (``tofu/forget_quality``,
+Logging.  Metrics go out as ``<benchmark>/<summary key>`` (``tofu/forget_quality``,
 ``tofu/model_utility``, ...; None values are left out).  With a trainer attached (``attach`` or
 the ``trainer`` argument) they are logged through ``transformers.Trainer.log`` -- the base
 implementation, so subclass overrides that post-process *training* logs (UnlearningTrainer merges
 and clears its running loss terms there) are not triggered -- which appends to
 ``state.log_history`` and reaches every reporting integration.  Without a trainer they are
 appended to ``state.log_history`` only.  Every evaluation is also appended to the history JSON
-(``<output_dir>/tofu_history.json`` by default), with the best step so far.
+(the benchmark's ``history_file`` in ``output_dir``, ``tofu_history.json`` for TOFU), with the
+best step so far.
 
-Stop rule and best checkpoint.  With both ``target_forget_quality`` and ``min_model_utility``
-given, training stops (``control.should_training_stop``) at the first evaluation with
-``forget_quality >= target`` and ``model_utility >= floor``.  The best evaluation is the one with
-the highest forget quality among those with ``model_utility >= floor`` (any utility without a
-rule); it needs a retain reference.  ``best_step`` and its metrics are recorded in the history
-JSON, and ``state.best_metric`` / ``state.best_model_checkpoint`` are set when
+Stop rule and best checkpoint, on the benchmark's headline metrics (TOFU: ``forget_quality`` and
+``model_utility``).  With both ``target_forget_quality`` and ``min_model_utility`` given, training
+stops (``control.should_training_stop``) at the first evaluation whose forget metric reaches the
+target (``>=``, or ``<=`` for a benchmark whose forget metric falls as it forgets) with the utility
+metric ``>= floor``.  The best evaluation is the one with the best forget metric among those with
+utility ``>= floor`` (any utility without a rule); TOFU's needs a retain reference.  ``best_step``
+and its metrics are recorded in the history JSON, and ``state.best_metric`` /
+``state.best_model_checkpoint`` are set when
 ``checkpoint-<best_step>`` exists in ``output_dir`` (checked after every save) and
 ``args.metric_for_best_model`` is not set (then Trainer owns those fields).
 
-Several processes: every rank runs the evaluation (scoring is sharded inside
-:func:`~hf_unlearn.eval.tofu.evaluate_tofu` and gathered, so all ranks get the same numbers and
-take the same stop decision); rank 0 writes the history file.
+Several processes: every rank runs the evaluation (the benchmark shards its scoring and gathers it,
+so all ranks get the same numbers and take the same stop decision); rank 0 writes the history file.
 """
 
 from __future__ import annotations
@@ -52,9 +54,11 @@ from typing import Any, Mapping, Optional, Union
 
 from transformers import TrainerCallback
 
+from .benchmarks import DEFAULT_BENCHMARK, Benchmark, get_benchmark
+from .runner import atomic_json
+
 logger = logging.getLogger(__name__)
 
-HISTORY_FILE = "tofu_history.json"
 _STRATEGIES = ("no", "steps", "epoch")
 
 
@@ -63,31 +67,28 @@ def _strategy_value(strategy) -> str:
 
 
 class ForgetQualityCallback(TrainerCallback):
-    """Runs :func:`~hf_unlearn.eval.tofu.evaluate_tofu` during training; see the module docstring.
+    """Runs a registered benchmark's ``evaluate`` during training; see the module docstring.
 
     Args:
-        dataset_name: Hub id or local TOFU-format folder.
-        forget_split, holdout_split, subsample, batch_size, max_new_tokens: passed to
-            ``evaluate_tofu`` (``subsample`` = first N questions of each split, for speed).
-        retain_reference: the retain model's ``tofu_eval.json`` (path or loaded dict); needed for
-            forget quality, the stop rule and the best checkpoint.
-        target_forget_quality, min_model_utility: the stop rule; give both or neither.
-        history_path: the history JSON; default ``<output_dir>/tofu_history.json``.
+        dataset_name: the benchmark's data (TOFU: Hub id or local TOFU-format folder); joins ``options``.
+        benchmark: a registered benchmark name (default ``tofu``) or a :class:`Benchmark`.
+        batch_size: passed to the benchmark's ``evaluate``.
+        target_forget_quality, min_model_utility: the stop rule on the benchmark's forget and utility
+            headline metrics; give both or neither.
+        history_path: the history JSON; default ``<output_dir>/<benchmark history_file>``.
         eval_strategy, eval_steps: the callback's own schedule ("steps"/"epoch"/"no"); default:
             follow ``args.eval_strategy`` / ``args.eval_steps``.
         trainer: the Trainer, to log through it (or call :meth:`attach`).
         show_progress: progress bars during each evaluation.
+        **options: the benchmark's own options, checked now by its ``check`` (TOFU: forget_split,
+            holdout_split, retain_reference, subsample = first N questions of each split, max_new_tokens).
     """
 
     def __init__(
         self,
-        dataset_name: str,
-        forget_split: str = "forget10",
-        retain_reference: Union[None, str, os.PathLike, Mapping] = None,
-        holdout_split: Optional[str] = None,
-        subsample: Optional[int] = None,
+        dataset_name: Optional[str] = None,
+        benchmark: Union[str, Benchmark] = DEFAULT_BENCHMARK,
         batch_size: int = 32,
-        max_new_tokens: int = 200,
         target_forget_quality: Optional[float] = None,
         min_model_utility: Optional[float] = None,
         history_path: Union[None, str, os.PathLike] = None,
@@ -95,7 +96,13 @@ class ForgetQualityCallback(TrainerCallback):
         eval_steps: Optional[float] = None,
         trainer=None,
         show_progress: bool = False,
+        **options,
     ):
+        self.benchmark = get_benchmark(benchmark)
+        if self.benchmark is None:
+            raise ValueError("ForgetQualityCallback needs a benchmark to evaluate, not 'none'.")
+        if dataset_name is not None:
+            options["dataset_name"] = dataset_name
         if (target_forget_quality is None) != (min_model_utility is None):
             given = "target_forget_quality" if target_forget_quality is not None else "min_model_utility"
             raise ValueError(
@@ -106,17 +113,14 @@ class ForgetQualityCallback(TrainerCallback):
                                 ("min_model_utility", min_model_utility)):
                 if not isinstance(value, (int, float)) or not math.isfinite(value):
                     raise ValueError(f"{name} must be a finite number, got {value!r}.")
-            if retain_reference is None:
+            needs = self.benchmark.forget_metric_needs
+            if needs is not None and options.get(needs) is None:
                 raise ValueError(
-                    "target_forget_quality needs retain_reference (the retain model's tofu_eval.json): forget "
-                    "quality is a test against the retain model's truth ratios."
+                    f"target_forget_quality needs {needs}: without it the {self.benchmark.name} metric "
+                    f"{self.benchmark.forget_metric} is not computed."
                 )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
-        if subsample is not None and (isinstance(subsample, bool) or not isinstance(subsample, int) or subsample <= 0):
-            raise ValueError(f"subsample must be a positive integer or None, got {subsample!r}.")
         if eval_strategy is not None and _strategy_value(eval_strategy) not in _STRATEGIES:
             raise ValueError(f"eval_strategy must be one of {', '.join(_STRATEGIES)}, got {eval_strategy!r}.")
         if eval_steps is not None and not (eval_steps > 0):
@@ -124,12 +128,8 @@ class ForgetQualityCallback(TrainerCallback):
         if eval_steps is not None and eval_strategy is None:
             eval_strategy = "steps"
 
-        self.dataset_name = dataset_name
-        self.forget_split = forget_split
-        self.holdout_split = holdout_split
-        self.subsample = subsample
+        self.options = self.benchmark.check(**options)  # fail now, with the fix; files read once
         self.batch_size = batch_size
-        self.max_new_tokens = max_new_tokens
         self.target_forget_quality = target_forget_quality
         self.min_model_utility = min_model_utility
         self.history_path = Path(history_path) if history_path is not None else None
@@ -137,11 +137,6 @@ class ForgetQualityCallback(TrainerCallback):
         self.eval_steps = eval_steps
         self.trainer = trainer
         self.show_progress = show_progress
-        self.reference = None
-        if retain_reference is not None:
-            from .tofu import load_reference
-
-            self.reference = load_reference(retain_reference)  # read once, fail early
         self.history: list[dict] = []
         self.best: Optional[dict] = None
         self.latest_metrics: dict[str, float] = {}
@@ -160,7 +155,9 @@ class ForgetQualityCallback(TrainerCallback):
         return self.target_forget_quality is not None
 
     def _history_file(self, args) -> Path:
-        return self.history_path if self.history_path is not None else Path(args.output_dir) / HISTORY_FILE
+        if self.history_path is not None:
+            return self.history_path
+        return Path(args.output_dir) / self.benchmark.history_file
 
     # --- schedule -------------------------------------------------------------------------------
     def _schedule(self, args) -> tuple[str, Optional[float], bool]:
@@ -190,7 +187,7 @@ class ForgetQualityCallback(TrainerCallback):
                 for entry in self.history:
                     self._update_best(entry)
             except (OSError, ValueError):
-                logger.warning("Could not read %s; starting a new TOFU history.", path)
+                logger.warning("Could not read %s; starting a new evaluation history.", path)
         return control
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -226,8 +223,6 @@ class ForgetQualityCallback(TrainerCallback):
         if self._last_eval_step == state.global_step:
             return
         self._last_eval_step = state.global_step
-        from .tofu import evaluate_tofu
-
         model = kwargs.get("model")
         tokenizer = kwargs.get("processing_class") or kwargs.get("tokenizer")
         if model is None or tokenizer is None:
@@ -235,14 +230,15 @@ class ForgetQualityCallback(TrainerCallback):
                 "ForgetQualityCallback needs the model and the tokenizer: pass processing_class=tokenizer to the "
                 "Trainer."
             )
-        _, summary = evaluate_tofu(
-            model, tokenizer, self.dataset_name, forget_split=self.forget_split, holdout_split=self.holdout_split,
-            retain_reference=self.reference, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
-            subsample=self.subsample, show_progress=self.show_progress and state.is_world_process_zero,
+        _, summary = self.benchmark.evaluate(
+            model, tokenizer, batch_size=self.batch_size,
+            show_progress=self.show_progress and state.is_world_process_zero,
             template=getattr(self.trainer, "prompt_template", None),  # the format the pairs were built with
+            **self.options,
         )
         metrics = {  # loggers want numbers: None (no reference / no holdout) is left out
-            f"tofu/{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            f"{self.benchmark.name}/{k}": float(v)
+            for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
         self.latest_metrics = dict(metrics)
         entry = {"step": state.global_step, "epoch": state.epoch, "metrics": dict(summary)}
@@ -251,10 +247,11 @@ class ForgetQualityCallback(TrainerCallback):
         self._log(args, state, control, metrics)
 
         if self.stop_rule and self._meets_rule(summary):
+            bench = self.benchmark
             logger.info(
-                "TOFU stop rule met at step %d: forget_quality %.4g >= %g and model_utility %.4g >= %g.",
-                state.global_step, summary["forget_quality"], self.target_forget_quality,
-                summary["model_utility"], self.min_model_utility,
+                "%s stop rule met at step %d: %s %.4g (target %g) and %s %.4g >= %g.", bench.name,
+                state.global_step, bench.forget_metric, summary[bench.forget_metric], self.target_forget_quality,
+                bench.utility_metric, summary[bench.utility_metric], self.min_model_utility,
             )
             control.should_training_stop = True
         if self.trainer is not None and getattr(self.trainer, "eval_dataset", None) is None:
@@ -262,19 +259,25 @@ class ForgetQualityCallback(TrainerCallback):
         self._mark_best_checkpoint(args, state)
         self._write_history(args, state)
 
+    def _headline(self, summary: Mapping[str, Any]) -> tuple[Optional[float], Optional[float]]:
+        return summary.get(self.benchmark.forget_metric), summary.get(self.benchmark.utility_metric)
+
     def _meets_rule(self, summary: Mapping[str, Any]) -> bool:
-        fq, mu = summary.get("forget_quality"), summary.get("model_utility")
-        return fq is not None and mu is not None and fq >= self.target_forget_quality and mu >= self.min_model_utility
+        forget, utility = self._headline(summary)
+        sign = 1.0 if self.benchmark.forget_metric_higher_is_better else -1.0
+        return (forget is not None and utility is not None and utility >= self.min_model_utility
+                and sign * forget >= sign * self.target_forget_quality)
 
     def _update_best(self, entry: dict) -> None:
-        m = entry["metrics"]
-        fq, mu = m.get("forget_quality"), m.get("model_utility")
-        if fq is None or mu is None:
+        forget, utility = self._headline(entry["metrics"])
+        if forget is None or utility is None:
             return
-        if self.stop_rule and mu < self.min_model_utility:
+        if self.stop_rule and utility < self.min_model_utility:
             return
-        if self.best is None or fq > self.best["metrics"]["forget_quality"]:
-            self.best = {"step": entry["step"], "epoch": entry.get("epoch"), "metrics": dict(m), "checkpoint": None}
+        sign = 1.0 if self.benchmark.forget_metric_higher_is_better else -1.0
+        if self.best is None or sign * forget > sign * self._headline(self.best["metrics"])[0]:
+            self.best = {"step": entry["step"], "epoch": entry.get("epoch"), "metrics": dict(entry["metrics"]),
+                         "checkpoint": None}
 
     def _mark_best_checkpoint(self, args, state) -> bool:
         if self.best is None or self.best.get("checkpoint") is not None:
@@ -284,7 +287,7 @@ class ForgetQualityCallback(TrainerCallback):
             return False
         self.best["checkpoint"] = str(path)
         if getattr(args, "metric_for_best_model", None) is None:
-            state.best_metric = self.best["metrics"]["forget_quality"]
+            state.best_metric = self.best["metrics"][self.benchmark.forget_metric]
             state.best_model_checkpoint = str(path)
         return True
 
@@ -305,15 +308,12 @@ class ForgetQualityCallback(TrainerCallback):
     def _write_history(self, args, state) -> None:
         if not state.is_world_process_zero:
             return
-        from .tofu import _atomic_json
-
         path = self._history_file(args)
         path.parent.mkdir(parents=True, exist_ok=True)
         best = self.best or {}
-        _atomic_json(path, {
-            "dataset_name": str(self.dataset_name),
-            "forget_split": self.forget_split,
-            "subsample": self.subsample,
+        atomic_json(path, {
+            **{k: str(v) if isinstance(v, os.PathLike) else v for k, v in self.options.items()
+               if v is None or isinstance(v, (str, int, float, os.PathLike))},  # the options, less loaded files
             "rule": (
                 {"target_forget_quality": self.target_forget_quality, "min_model_utility": self.min_model_utility}
                 if self.stop_rule else None

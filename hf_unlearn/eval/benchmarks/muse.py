@@ -45,6 +45,7 @@ import torch
 
 from ...data.muse import load_muse_split
 from .. import metrics as M
+from ..runner import atomic_json
 from ..scoring import check_tokenizer, dist_rank_world, generate_from_ids, score_sequences
 
 logger = logging.getLogger(__name__)
@@ -359,14 +360,12 @@ def summarise(per_sample: dict, reference_auc: Optional[float] = None) -> dict:
 def write_results(output_dir: Union[str, os.PathLike], per_sample: dict, summary: dict) -> tuple[Path, Path]:
     """Writes ``muse_eval.json`` (the retrain model's copy is the reference) and ``muse_summary.json``,
     atomically, on rank 0; returns both paths."""
-    from ..tofu import _atomic_json
-
     out = Path(output_dir).expanduser()
     paths = out / EVAL_FILE, out / SUMMARY_FILE
     if dist_rank_world()[0] == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_json(paths[0], per_sample)
-        _atomic_json(paths[1], summary)
+        atomic_json(paths[0], per_sample)
+        atomic_json(paths[1], summary)
     return paths
 
 

@@ -2,7 +2,7 @@
 
 Used by the tests, the CPU examples and quick experiments: nothing is downloaded.  The
 tokenizer is trained on the strings of a TOFU-format folder (real or synthetic, see
-:mod:`hf_unlearn.data.synthetic`) and the model is a randomly initialised
+:mod:`hf_unlearn.offline.synthetic`) and the model is a randomly initialised
 :class:`~transformers.LlamaForCausalLM` sized so that it can memorise the synthetic data on a
 CPU in minutes.
 

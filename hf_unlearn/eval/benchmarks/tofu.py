@@ -1,7 +1,8 @@
-"""The TOFU evaluation runner: splits -> model scores -> per-question values -> summary.
+"""TOFU, the first registered benchmark: splits -> model scores -> per-question values -> summary.
 
 Definitions follow TOFU (Maini et al., 2024) and its public reference evaluator; the pure metric
-functions live in :mod:`hf_unlearn.eval.metrics`, the model calls in :mod:`hf_unlearn.eval.scoring`.
+functions live in :mod:`hf_unlearn.eval.metrics`, the model calls in :mod:`hf_unlearn.eval.scoring`,
+sharding and the result files in :mod:`hf_unlearn.eval.runner`.
 
 Splits (``dataset_name`` is a Hub id or a local folder of JSON-lines files, see
 :func:`hf_unlearn.data.tofu.load_split`):
@@ -24,30 +25,29 @@ reference that gives ``forget_quality`` (KS test of forget truth ratios) and ``p
 
 Several processes: when ``torch.distributed`` is initialised with more than one process, each
 rank scores and generates a strided shard of every split's questions, the raw per-question
-values are gathered with ``all_gather_object`` and put back in the original order, so every
-rank computes the same aggregates as one process would.  :func:`write_results` writes on rank 0
-only.
+values are gathered and put back in the original order, so every rank computes the same
+aggregates as one process would.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
-import torch
 
-from ..data.formatting import default_template
-from ..data.tofu import default_splits, load_split
-from . import metrics as M
-from .scoring import AnswerScore, check_tokenizer, dist_rank_world, generate_answers, score_answers
+from ...data.formatting import default_template
+from ...data.tofu import default_splits, load_split
+from .. import metrics as M
+from ..runner import gather, shard
+from ..scoring import AnswerScore, check_tokenizer, dist_rank_world, generate_answers, score_answers
+from . import Benchmark, register_benchmark
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +55,19 @@ __all__ = [
     "SUMMARY_KEYS",
     "EVAL_FILE",
     "SUMMARY_FILE",
+    "HISTORY_FILE",
     "SPLIT_KEYS",
+    "TOFU",
+    "TofuOptions",
     "resolve_splits",
     "load_reference",
+    "check_tofu",
     "evaluate_tofu",
-    "write_results",
-    "read_results",
 ]
 
 EVAL_FILE = "tofu_eval.json"
 SUMMARY_FILE = "tofu_summary.json"
+HISTORY_FILE = "tofu_history.json"
 FORMAT_NAME = "hf-unlearn/tofu-eval"
 FORMAT_VERSION = 1
 
@@ -262,13 +265,6 @@ def _check_reference(reference: dict, items: dict[str, list[dict]], splits: dict
 # --------------------------------------------------------------------------------------------
 
 
-def _shard(n: int, rank: int, world: int) -> list[tuple[int, bool]]:
-    """Strided shard of range(n) for `rank`, padded with (0, False) so every rank has ceil(n/world)."""
-    own = [(i, True) for i in range(rank, n, world)]
-    size = -(-n // world)
-    return own + [(0, False)] * (size - len(own))
-
-
 def _run_model(model, tokenizer, items, batch_size, max_new_tokens, show_progress,
                template=None) -> dict[str, list[dict]]:
     rank, world = dist_rank_world()
@@ -279,7 +275,7 @@ def _run_model(model, tokenizer, items, batch_size, max_new_tokens, show_progres
     gen_owners: list[tuple[str, int]] = []
     local: dict[tuple[str, int], dict] = {}
     for key, rows in items.items():
-        for idx, real in _shard(len(rows), rank, world):
+        for idx, real in shard(len(rows), rank, world):
             item = rows[idx]
             q = item["question"]
             pairs.append((q, item["answer"]))
@@ -323,13 +319,7 @@ def _run_model(model, tokenizer, items, batch_size, max_new_tokens, show_progres
         if idx >= 0:
             local[(key, idx)]["generation"] = text
 
-    if world > 1:
-        gathered: list[Any] = [None] * world
-        torch.distributed.all_gather_object(gathered, local)
-        merged: dict[tuple[str, int], dict] = {}
-        for part in gathered:
-            merged.update(part)
-        local = merged
+    local = gather(local)
     out: dict[str, list[dict]] = {}
     for key, rows in items.items():
         try:
@@ -342,10 +332,6 @@ def _run_model(model, tokenizer, items, batch_size, max_new_tokens, show_progres
 # --------------------------------------------------------------------------------------------
 # per-question values and the summary
 # --------------------------------------------------------------------------------------------
-
-
-def _f(x) -> Optional[float]:
-    return None if x is None else float(x)
 
 
 def _truth_ratios(para: Sequence[float], pert: Sequence[Sequence[float]]) -> np.ndarray:
@@ -451,6 +437,48 @@ def _summarise(per_sample: dict, reference_info: Optional[dict]) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def _check_numbers(max_new_tokens, subsample) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
+        raise ValueError(
+            f"max_new_tokens must be a positive integer (ROUGE needs generations), got {max_new_tokens!r}."
+        )
+    if subsample is not None and (isinstance(subsample, bool) or not isinstance(subsample, int) or subsample <= 0):
+        raise ValueError(f"subsample must be a positive integer or None, got {subsample!r}.")
+
+
+def _load(dataset_name, forget_split, holdout_split, retain_reference, subsample):
+    """The splits read, the loaded reference, the questions of every split and the reference aligned with them."""
+    splits = resolve_splits(forget_split, holdout_split)
+    reference = load_reference(retain_reference) if retain_reference is not None else None
+    items: dict[str, list[dict]] = {}
+    for key in SPLIT_KEYS:
+        if splits[key] is None:
+            logger.warning("No holdout split for %r: the MIA metrics and privleak are left out.", forget_split)
+            continue
+        items[key] = _load_items(dataset_name, key, splits[key], subsample)
+    reference_info = _check_reference(reference, items, splits) if reference is not None else None
+    return splits, reference, items, reference_info
+
+
+def check_tofu(
+    dataset_name: str,
+    forget_split: str = "forget10",
+    holdout_split: Optional[str] = None,
+    retain_reference: Union[None, str, os.PathLike, Mapping] = None,
+    max_new_tokens: int = 200,
+    subsample: Optional[int] = None,
+) -> dict:
+    """Checks the options of :func:`evaluate_tofu` without a model: numbers, every split (present, its
+    columns, non-empty answers) and the retain reference (readable, same forget and holdout questions).
+
+    Returns the options with the reference loaded, ready for :func:`evaluate_tofu`.
+    """
+    _check_numbers(max_new_tokens, subsample)
+    _, reference, _, _ = _load(dataset_name, forget_split, holdout_split, retain_reference, subsample)
+    return dict(dataset_name=dataset_name, forget_split=forget_split, holdout_split=holdout_split,
+                retain_reference=reference, max_new_tokens=max_new_tokens, subsample=subsample)
+
+
 def evaluate_tofu(
     model,
     tokenizer,
@@ -487,23 +515,10 @@ def evaluate_tofu(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
-        raise ValueError(
-            f"max_new_tokens must be a positive integer (ROUGE needs generations), got {max_new_tokens!r}."
-        )
-    if subsample is not None and (isinstance(subsample, bool) or not isinstance(subsample, int) or subsample <= 0):
-        raise ValueError(f"subsample must be a positive integer or None, got {subsample!r}.")
+    _check_numbers(max_new_tokens, subsample)
     check_tokenizer(tokenizer)
-    splits = resolve_splits(forget_split, holdout_split)
-    reference = load_reference(retain_reference) if retain_reference is not None else None
-
-    items: dict[str, list[dict]] = {}
-    for key in SPLIT_KEYS:
-        if splits[key] is None:
-            logger.warning("No holdout split for %r: the MIA metrics and privleak are left out.", forget_split)
-            continue
-        items[key] = _load_items(dataset_name, key, splits[key], subsample)
-    reference_info = _check_reference(reference, items, splits) if reference is not None else None
+    splits, reference, items, reference_info = _load(dataset_name, forget_split, holdout_split, retain_reference,
+                                                     subsample)
     template_fields = (template or default_template(tokenizer)).to_dict()
     ref_template = ((reference or {}).get("config") or {}).get("prompt_template")
     if ref_template is not None and ref_template != template_fields:
@@ -533,42 +548,51 @@ def evaluate_tofu(
     return per_sample, summary
 
 
-def _atomic_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
-def write_results(output_dir: Union[str, os.PathLike], per_sample: dict, summary: dict) -> tuple[Path, Path]:
-    """Writes ``tofu_eval.json`` (per-question values; a retain model's copy is the reference file)
-    and ``tofu_summary.json`` into ``output_dir`` (created), each atomically (temp file + rename).
+@dataclass
+class TofuOptions:
+    """TOFU's flags of ``python -m hf_unlearn.eval --benchmark tofu`` (the keywords of :func:`evaluate_tofu`)."""
 
-    Writes on rank 0 only in a multi-process run; returns the two paths on every rank.
-    """
-    out = Path(output_dir).expanduser()
-    eval_path, summary_path = out / EVAL_FILE, out / SUMMARY_FILE
-    rank, _ = dist_rank_world()
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        _atomic_json(eval_path, per_sample)
-        _atomic_json(summary_path, summary)
-    return eval_path, summary_path
+    dataset_name: str = field(
+        default="locuslab/TOFU",
+        metadata={"help": "TOFU data: a Hub id (default locuslab/TOFU) or a local folder of JSON-lines files "
+                          "named like the Hub configs (forget10_perturbed.json, ...)."},
+    )
+    forget_split: str = field(
+        default="forget10",
+        metadata={"help": "Forget split: forget01, forget05 or forget10 (its _perturbed version is read). "
+                          "Default forget10."},
+    )
+    holdout_split: Optional[str] = field(
+        default=None,
+        metadata={"help": "Non-member split for the membership-inference metrics. Default: the holdoutXX "
+                          "matching the forget split."},
+    )
+    retain_reference: Optional[str] = field(
+        default=None,
+        metadata={"help": "tofu_eval.json of the retain model, evaluated with this tool on the same forget split: "
+                          "gives forget_quality and privleak (null without it)."},
+    )
+    max_new_tokens: int = field(
+        default=200, metadata={"help": "Greedy generation length for ROUGE (stops at EOS). Default 200 (TOFU)."}
+    )
+    subsample: Optional[int] = field(
+        default=None, metadata={"help": "Evaluate only the first N questions of each split (quick checks)."}
+    )
 
 
-def read_results(output_dir: Union[str, os.PathLike]) -> tuple[dict, dict]:
-    """``(per_sample, summary)`` read back from a folder written by :func:`write_results`."""
-    out = Path(output_dir).expanduser()
-    with open(out / EVAL_FILE, encoding="utf-8") as fh:
-        per_sample = json.load(fh)
-    with open(out / SUMMARY_FILE, encoding="utf-8") as fh:
-        summary = json.load(fh)
-    return per_sample, summary
+TOFU = register_benchmark(Benchmark(
+    name="tofu",
+    description="TOFU (Maini et al. 2024): forget quality, model utility, truth ratios, MIA, memorisation.",
+    evaluate=evaluate_tofu,
+    check=check_tofu,
+    options=TofuOptions,
+    eval_file=EVAL_FILE,
+    summary_file=SUMMARY_FILE,
+    history_file=HISTORY_FILE,
+    summary_keys=SUMMARY_KEYS,
+    forget_metric="forget_quality",
+    utility_metric="model_utility",
+    forget_metric_needs="retain_reference",
+))

@@ -811,7 +811,7 @@ def write_tofu(
         "# Synthetic TOFU-format data",
         "",
         "This folder is **synthetic**: every author, book and award in it is made up by",
-        "`hf_unlearn.data.synthetic.generate_tofu` from word lists and sentence templates",
+        "`hf_unlearn.offline.synthetic.generate_tofu` from word lists and sentence templates",
         "(nothing here is taken from the real TOFU benchmark). The files have the same names",
         "and keys as TOFU (`locuslab/TOFU`), one JSON object per line, so the same loading",
         "code works on both.",
@@ -844,7 +844,7 @@ def write_synthetic_tofu(
     """:func:`generate_tofu` then :func:`write_tofu`; returns ``out_dir`` as a Path."""
     splits = generate_tofu(num_authors, questions_per_author, seed)
     info = {
-        "generator": "hf_unlearn.data.synthetic.generate_tofu",
+        "generator": "hf_unlearn.offline.synthetic.generate_tofu",
         "seed": seed,
         "num_authors": num_authors,
         "questions_per_author": questions_per_author,
