@@ -20,7 +20,7 @@ def wmdp_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def wmdp_tokenizer():
-    from hf_unlearn.models.tiny import train_tokenizer
+    from hf_unlearn.offline.tiny import train_tokenizer
     from hf_unlearn.offline.wmdp_synthetic import target_training_texts
 
     return train_tokenizer(target_training_texts(), vocab_size=512)
@@ -29,7 +29,7 @@ def wmdp_tokenizer():
 def letter_model(tokenizer, letter: str):
     """A tiny Llama whose next-token logits always favour `letter` (+50 on its token): its answer to every
     question is known, so its accuracy is a hand count."""
-    from hf_unlearn.models.tiny import build_tiny_llama
+    from hf_unlearn.offline.tiny import build_tiny_llama
 
     model = build_tiny_llama(tokenizer, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                              intermediate_size=64)

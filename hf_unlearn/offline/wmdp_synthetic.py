@@ -230,7 +230,7 @@ def train_synthetic_target(model_dir, seed: int = 0, epochs: float = 40, size: s
     from transformers import Trainer, TrainingArguments
 
     from ..data.formatting import encode_text
-    from ..models.tiny import build_tiny_llama, train_tokenizer
+    from .tiny import build_tiny_llama, train_tokenizer
     from ..pipeline import TINY_SIZES, FlatCollator
 
     texts = target_training_texts(seed)

@@ -452,16 +452,16 @@ def _summarise(results, names, subsets, subsample) -> tuple[dict, dict]:
 
 def write_results(output_dir: Union[str, os.PathLike], per_sample: dict, summary: dict) -> tuple[Path, Path]:
     """Writes ``wmdp_eval.json`` and ``wmdp_summary.json`` into ``output_dir`` (rank 0, atomically)."""
+    from ..runner import atomic_json
     from ..scoring import dist_rank_world
-    from ..tofu import _atomic_json
 
     out = Path(output_dir).expanduser()
     eval_path, summary_path = out / EVAL_FILE, out / SUMMARY_FILE
     rank, _ = dist_rank_world()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_json(eval_path, per_sample)
-        _atomic_json(summary_path, summary)
+        atomic_json(eval_path, per_sample)
+        atomic_json(summary_path, summary)
     return eval_path, summary_path
 
 
