@@ -1,4 +1,4 @@
-"""Benchmarks of hf-unlearn: speed (P1-P4, ``make bench``) and quality (P5, P6, P8, ``make bench-quality``).
+"""Benchmarks of hf-unlearn: speed (P1-P4, ``make bench``) and quality (P5, P6, P8, P9, ``make bench-quality``).
 
 Every module has ``ID``, ``MEASURE``, ``TARGET`` and ``run(ctx) -> record``; see ``docs/benchmarks.md``.
 """
@@ -15,9 +15,10 @@ _MODULES = {
     "P5": "p5_sophia_quality",
     "P6": "p6_undial_lr",
     "P8": "p8_sequential",
+    "P9": "p9_muse",
 }
 SPEED = ("P1", "P2", "P3", "P4")
-QUALITY = ("P5", "P6", "P8")
+QUALITY = ("P5", "P6", "P8", "P9")
 
 
 class _Lazy(dict):

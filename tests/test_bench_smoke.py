@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-IDS = ("P1", "P2", "P3", "P4", "P5", "P6", "P8")
+IDS = ("P1", "P2", "P3", "P4", "P5", "P6", "P8", "P9")
 RECORD_KEYS = {"id", "measure", "value", "display", "target", "passed", "smoke", "numbers", "settings", "machine",
                "command"}
 # numbers every bench must report (dotted paths into "numbers")
@@ -30,6 +30,8 @@ NUMBERS = {
     "P6": ("target_model_utility", "grid.undial@1e-04.model_utility", "grid.npo@1e-04.forget_quality",
            "grid.ga@1e-04.model_utility"),
     "P8": ("target_model_utility", "final.undial.model_utility", "final.npo.forget_quality", "final.ga.forget_quality"),
+    "P9": ("table.target.forget_verbmem_rouge", "table.npo/sophia.mia_min_k_auc", "table.undial/adamw.retain_knowmem_rouge",
+           "runs.ga/adamw.train_seconds"),
 }
 
 

@@ -241,40 +241,71 @@ def test_reference_from_another_benchmark_or_corpus_is_refused(tmp_path, muse_di
         check_muse(str(muse_dir), subsample=0)
 
 
-# --- the scripts ------------------------------------------------------------------------------------
+# --- the scripts: the README's MUSE commands, as users run them (with a few steps and short generations) ---
+README_OVERRIDES = {
+    "hf_unlearn.offline.muse_synthetic": ["--num_forget", "4", "--num_retain1", "4", "--num_retain2", "4",
+                                          "--num_holdout", "4"],
+    "finetune_muse.py": ["--max_steps", "2", "--tiny_size", "demo", "--max_new_tokens", "4", "--knowmem_max_new_tokens",
+                         "4", "--report_to", "none", "--disable_tqdm", "true", "--use_cpu", "true"],
+    "run_muse.py": ["--max_steps", "2", "--max_new_tokens", "4", "--knowmem_max_new_tokens", "4", "--logging_steps", "1",
+                    "--report_to", "none", "--disable_tqdm", "true", "--hessian_update_interval", "1"],
+    "hf_unlearn.eval": ["--verbmem_max_new_tokens", "4", "--knowmem_max_new_tokens", "4", "--disable_tqdm", "true"],
+}
+
+
+def readme_muse_commands() -> list[list[str]]:
+    text = (REPO / "README.md").read_text()
+    block = text.split("### MUSE (News, Books)", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    joined = block.replace("\\\n", " ")
+    return [line.split() for line in joined.splitlines() if line.strip() and not line.startswith("#")]
+
+
 @pytest.fixture(scope="module")
-def muse_models(tmp_path_factory, muse_dir):
-    """A tiny target (forget + retain text) and retrain model (retain only) from finetune_muse.py, 2 steps each."""
+def readme_run(tmp_path_factory):
+    """Runs the README's MUSE block in a fresh folder: the synthetic corpus, finetune_muse (target and retrain),
+    run_muse through `accelerate launch`, and `python -m hf_unlearn.eval --benchmark muse`."""
+    import runpy
+
     import finetune_muse
 
-    root = tmp_path_factory.mktemp("muse_models")
-    common = ["--model_name_or_path", "tiny-llama", "--tiny_size", "demo", "--dataset_name", str(muse_dir),
-              "--max_length", "64", "--max_steps", "2", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",
-              "--max_new_tokens", "4", "--knowmem_max_new_tokens", "4", "--report_to", "none", "--disable_tqdm", "true",
-              "--save_strategy", "no", "--use_cpu", "true"]
-    finetune_muse.main([*common, "--output_dir", str(root / "target"), "--skip_evaluation", "true"])
-    finetune_muse.main([*common, "--train_splits", "retain1,retain2", "--output_dir", str(root / "retrain")])
-    return root / "target", root / "retrain" / "muse_eval.json"
+    from hf_unlearn.eval.__main__ import main as eval_main
+
+    root = tmp_path_factory.mktemp("readme_muse")
+    outputs = {}
+    for command in readme_muse_commands():
+        key = next(k for k in README_OVERRIDES if k in command or any(a.endswith(k) for a in command))
+        argv = [a for a in command if a not in ("python", "-m", "accelerate", "launch")]
+        argv = [str(root / a) if a.startswith(("data/", "outputs/")) else a for a in argv] + README_OVERRIDES[key]
+        if key == "hf_unlearn.offline.muse_synthetic":
+            old = sys.argv
+            sys.argv = argv
+            try:
+                runpy.run_module(key, run_name="__main__")
+            finally:
+                sys.argv = old
+        elif key == "finetune_muse.py":
+            finetune_muse.main(argv[1:])
+        elif key == "hf_unlearn.eval":
+            assert eval_main(argv[1:]) == 0
+        else:  # accelerate launch, as a user runs it
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TOKENIZERS_PARALLELISM": "false",
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+            launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
+                      "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                      str(REPO / argv[0]), *argv[1:]]
+            result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300, cwd=root)
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            outputs["run_muse"] = result.stdout
+    return root, outputs
 
 
-def run_muse_flags(muse_dir, target, reference, output_dir, *extra):
-    return ["--model_name_or_path", str(target), "--dataset_name", str(muse_dir), "--retain_reference", str(reference),
-            "--output_dir", str(output_dir), "--unlearn_method", "npo", "--unlearn_optimizer", "sophia",
-            "--max_steps", "2", "--max_length", "64", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",
-            "--max_new_tokens", "4", "--knowmem_max_new_tokens", "4", "--logging_steps", "1", "--report_to", "none",
-            "--disable_tqdm", "true", "--hessian_update_interval", "1", *extra]
-
-
-def test_run_muse_end_to_end_with_accelerate_launch(tmp_path, muse_dir, muse_models):
-    target, reference = muse_models
-    out = tmp_path / "unlearned"
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(REPO / "examples" / "run_muse.py"), *run_muse_flags(muse_dir, target, reference, out)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "[run_muse] npo + sophia on raw/forget" in result.stdout and "privleak=" in result.stdout
+def test_readme_muse_commands_end_to_end(readme_run):
+    root, outputs = readme_run
+    assert [c[:3] for c in readme_muse_commands()][:2] == [["python", "-m", "hf_unlearn.offline.muse_synthetic"],
+                                                           ["python", "examples/finetune_muse.py", "--model_name_or_path"]]
+    target, reference, out = root / "outputs" / "muse_target", root / "outputs" / "muse_retrain" / "muse_eval.json", \
+        root / "outputs" / "muse_npo_sophia"
+    assert "[run_muse] npo + sophia on raw/forget" in outputs["run_muse"] and "privleak=" in outputs["run_muse"]
     summary = json.loads((out / "muse_summary.json").read_text())
     retrain_auc = M.mia_auc(*[[r["mia_min_k"] for r in json.loads(reference.read_text())[k]]
                               for k in ("privleak_forget", "privleak_holdout")])
@@ -284,12 +315,22 @@ def test_run_muse_end_to_end_with_accelerate_launch(tmp_path, muse_dir, muse_mod
     card = (out / "README.md").read_text()
     assert "unlearn_method: npo" in card and "## Results (MUSE evaluation)" in card and "VerbMem on forget" in card
     assert not (target / "README.md").exists()  # nothing written into the input model
+    # The evaluation CLI on the unlearned model gives the numbers run_muse wrote.
+    cli = json.loads((root / "outputs" / "muse_eval" / "muse_summary.json").read_text())
+    assert cli == pytest.approx(summary)
 
 
-def test_bad_run_muse_inputs_fail_before_anything_is_written(tmp_path, muse_dir, muse_models):
+def run_muse_flags(muse_dir, target, reference, output_dir, *extra):
+    return ["--model_name_or_path", str(target), "--dataset_name", str(muse_dir), "--retain_reference", str(reference),
+            "--output_dir", str(output_dir), "--max_steps", "1", "--report_to", "none", *extra]
+
+
+def test_bad_run_muse_inputs_fail_before_anything_is_written(tmp_path, readme_run):
     import run_muse
 
-    target, reference = muse_models
+    root, _ = readme_run
+    muse_dir, target = root / "data" / "muse", root / "outputs" / "muse_target"
+    reference = root / "outputs" / "muse_retrain" / "muse_eval.json"
     out = tmp_path / "never"
     cases = [
         (["--forget_split", "sust/forget_9"], ValueError, "Unknown split 'forget_9' of MUSE config 'sust'"),
