@@ -30,7 +30,9 @@ from hf_unlearn.offline.tiny import TINY_PRESET
 from hf_unlearn.pipeline import (
     EncodedDataset, describe_parameters, finetune, load_model_and_tokenizer, use_gloo_on_cpu,
 )
-from hf_unlearn.validation import RunInputError, config_file_of, removed_on_failure, validate_finetune_run
+from hf_unlearn.validation import (
+    RunInputError, config_file_of, parse_arguments, removed_on_failure, validate_finetune_run,
+)
 
 
 @dataclass
@@ -50,10 +52,13 @@ class FinetuneMuseArguments:
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a non-empty --output_dir."})
 
 
+def make_parser() -> TrlParser:
+    return TrlParser((FinetuneMuseArguments, TrainingArguments, ModelConfig))
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parser = TrlParser((FinetuneMuseArguments, TrainingArguments, ModelConfig))
-    script, args, model_args = parser.parse_args_and_config(args=argv)
+    script, args, model_args = parse_arguments(make_parser(), argv)
     use_gloo_on_cpu(args)
     datasets.disable_progress_bars()
     # Every input checked before anything runs, with nothing written.

@@ -25,7 +25,7 @@ from hf_unlearn.methods.registry import get_method
 from hf_unlearn.offline.tiny import TINY_PRESET
 from hf_unlearn.pipeline import describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.validation import (
-    RunInputError, check_attention, config_file_of, removed_on_failure, validate_muse_run,
+    RunInputError, check_attention, config_file_of, parse_arguments, removed_on_failure, validate_muse_run,
 )
 
 
@@ -80,10 +80,13 @@ def unlearn(script, args, model_args, run):
     return trainer, before, after
 
 
+def make_parser() -> TrlParser:
+    return TrlParser((MuseScriptArguments, UnlearningConfig, ModelConfig))
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parser = TrlParser((MuseScriptArguments, UnlearningConfig, ModelConfig))
-    script, args, model_args = parser.parse_args_and_config(args=argv)
+    script, args, model_args = parse_arguments(make_parser(), argv)
     datasets.disable_progress_bars()
     run = prepare(script, args, model_args, argv)
     trainer, before, after = unlearn(script, args, model_args, run)

@@ -315,9 +315,6 @@ def test_readme_muse_commands_end_to_end(readme_run):
     card = (out / "README.md").read_text()
     assert "unlearn_method: npo" in card and "## Results (MUSE evaluation)" in card and "VerbMem on forget" in card
     assert not (target / "README.md").exists()  # nothing written into the input model
-    # The evaluation CLI on the unlearned model gives the numbers run_muse wrote.
-    cli = json.loads((root / "outputs" / "muse_eval" / "muse_summary.json").read_text())
-    assert cli == pytest.approx(summary)
 
 
 def run_muse_flags(muse_dir, target, reference, output_dir, *extra):

@@ -390,16 +390,19 @@ def _readme_commands() -> list[tuple[str, list[str]]]:
 def test_readme_commands_parse_with_the_scripts_own_parsers(monkeypatch):
     """Every flag of every README command exists; the CPU quick start parses here as written (no GPU needed),
     the GPU recipes are refused on this CPU machine with the fix named."""
+    import finetune_muse
     import finetune_tofu
+    import run_muse
     import run_tofu
 
     from hf_unlearn.validation import RunInputError, parse_arguments
 
     monkeypatch.chdir(REPO)
     commands = _readme_commands()
-    assert {script for script, _ in commands} == {"finetune_tofu", "run_tofu"} and len(commands) >= 5
+    modules = {"finetune_tofu": finetune_tofu, "run_tofu": run_tofu, "finetune_muse": finetune_muse, "run_muse": run_muse}
+    assert {script for script, _ in commands} == set(modules) and len(commands) >= 8
     for script, argv in commands:
-        module = {"finetune_tofu": finetune_tofu, "run_tofu": run_tofu}[script]
+        module = modules[script]
         cpu_line = "--bf16" in argv or "--config" not in argv
         if not cpu_line:
             with pytest.raises(RunInputError, match="add --bf16 false"):

@@ -231,6 +231,7 @@ def evaluate_muse(
     subsample: Optional[int] = None,
     max_context: Optional[int] = None,
     show_progress: bool = True,
+    template=None,
 ) -> tuple[dict, dict]:
     """Evaluates ``model`` on MUSE; returns ``(per_sample, summary)`` (see the module docstring).
 
@@ -241,6 +242,8 @@ def evaluate_muse(
         verbmem_max_new_tokens, knowmem_max_new_tokens: MUSE's 128 and 32 (also the ``gt`` cut).
         subsample: only the first N items of each split (quick evaluations during training).
         max_context: the model's context in tokens; default ``config.max_position_embeddings``.
+        template: the evaluation layer's prompt format; not used: MUSE's prompts are plain text, as MUSE
+            defines them, whatever format the model was fine-tuned on.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
