@@ -56,7 +56,7 @@ def ensure_models(ctx: C.BenchContext) -> dict:
     from hf_unlearn.data.muse import load_texts, muse_strings
     from hf_unlearn.data.text import encode_documents
     from hf_unlearn.eval.benchmarks.muse import evaluate_muse, write_results
-    from hf_unlearn.models.tiny import build_tiny_llama, train_tokenizer
+    from hf_unlearn.offline.tiny import build_tiny_llama, train_tokenizer
     from hf_unlearn.offline.muse_synthetic import write_muse
     from hf_unlearn.pipeline import EncodedDataset, finetune
 
