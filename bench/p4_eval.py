@@ -1,131 +1,193 @@
-"""P4: TOFU evaluation throughput, batched against one question at a time.
+"""P4: the full TOFU evaluation, whole process, before -> after; and the generation padding waste.
 
-`hf_unlearn.eval.benchmarks.tofu.evaluate_tofu` on real TOFU forget10 (forget10_perturbed + holdout10 +
-retain_perturbed + real_authors_perturbed + world_facts_perturbed; greedy, 200 new tokens) with the
-default tiny model: the cached target model of the quality benches when it exists
-(``<output_dir>/cache/pair-*/target``, answers stop at EOS as a trained model's do), else a random-init
-tiny-llama (it never emits EOS, so every answer runs the full 200 tokens).
+Model: the held-out Llama of issue 16's figure (`bench.eval_model`: hidden 256, 4 layers, vocabulary
+4096, context 256, 5.5 M parameters, trained briefly on real TOFU so that its answers end at EOS).
+Data: real TOFU, forget10 (forget10_perturbed + holdout10 + retain_perturbed + real_authors_perturbed +
+world_facts_perturbed: 1417 questions), greedy, 200 new tokens, batch 32 (the defaults).
 
-Batch size 1 on everything would take too long on 2 cores, so batch 1, 8 (what ``run_tofu.py`` passes:
-TrainingArguments' ``per_device_eval_batch_size``) and 32 (`evaluate_tofu`'s default) are timed on the same
-subsample (the first N questions of every split), interleaved in blocks; then the full evaluation once at
-the default batch size. Throughput is questions per second (a question = one row of any split, with all its
-scored answers and, except holdout, its generation).
+1. **Whole process.**  ``python -m hf_unlearn.eval`` (what users run) as a subprocess, wall time from
+   spawn to exit, for two code trees side by side, alternated ABBA: *before* = this repository at
+   ``BASELINE`` (main before the row-pool generation, exported with ``git archive``), *after* = the
+   working tree.  Value: median before / median after.  The two runs' summaries must agree (largest
+   absolute difference reported) and their generations must be identical.
+2. **Generation only, in process** (the same questions the evaluation generates for): `generate_answers`
+   with ``strategy="generate"`` (``model.generate`` on length-sorted batches: what *before* does) and
+   ``strategy="pool"`` (the default now), alternated; decode row-steps and the share spent on rows that
+   had already finished (the padding waste), and whether the outputs are identical.
+
+``--smoke``: a tiny random model on synthetic data, 4 new tokens, the CLI's ``main`` in process and no
+*before* side (no ratio).
 """
 
 from __future__ import annotations
 
-import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 from . import common as C
 
 ID = "P4"
-MEASURE = "TOFU evaluation throughput (questions/s), batched vs batch size 1"
-TARGET = "report; batched is the default"
+MEASURE = "full TOFU evaluation, whole process (python -m hf_unlearn.eval): before / after wall time"
+TARGET = "report (issue 16: >= 3x over open-unlearning's evaluator; here before -> after, same model); waste <= 15%"
+# main just before generation dropped finished rows (hf_unlearn/eval/decoding.py)
+BASELINE = "35d7aff"
+GENERATED_SPLITS = ("forget10_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
 
 
-def _model(ctx, tokenizer, size, folder):
-    """(model, tokenizer, description): the cached target when there is one, else a random tiny-llama."""
-    from . import quality
+def export_baseline(rev: str, dest: Path) -> Path | None:
+    """The repository's code at ``rev`` (git archive) in ``dest``; None when git or the revision is missing."""
+    try:
+        archive = subprocess.run(["git", "-C", str(C.REPO), "archive", rev, "hf_unlearn"], check=True,
+                                 capture_output=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
 
-    target = quality.pair_dir(ctx) / "target"
-    if not ctx.smoke and (target / "config.json").is_file():
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        return (AutoModelForCausalLM.from_pretrained(target), AutoTokenizer.from_pretrained(target),
-                f"cached target {target} (trained on full)")
-    return C.build_model(tokenizer, size, seed=0), tokenizer, "random-init tiny-llama (no EOS: every answer 200 tokens)"
+def run_cli(code_root: Path, model: str, data: str, out: Path, threads: int, max_new: int,
+            subsample: int | None, in_process: bool = False) -> dict:
+    """One ``python -m hf_unlearn.eval`` in a fresh process with ``code_root`` first on the path
+    (``in_process``: its ``main`` in this process, for the smoke run)."""
+    env = dict(os.environ, PYTHONPATH=str(code_root), OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false",
+               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
+    cmd = [sys.executable, "-m", "hf_unlearn.eval", "--model_name_or_path", model, "--dataset_name", data,
+           "--forget_split", "forget10", "--output_dir", str(out), "--max_new_tokens", str(max_new),
+           "--disable_tqdm", "true"]
+    if subsample:
+        cmd += ["--subsample", str(subsample)]
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    if in_process:
+        from hf_unlearn.eval.__main__ import main
+
+        main(cmd[3:])
+        proc = subprocess.CompletedProcess(cmd, 0)
+    else:
+        proc = subprocess.run(cmd, cwd=str(code_root), env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed in {code_root}:\n{proc.stderr[-3000:]}")
+    summary = json.loads((out / "tofu_summary.json").read_text())
+    per_sample = json.loads((out / "tofu_eval.json").read_text())
+    generations = [rec.get("generation") for key in ("forget", "retain", "real_authors", "world_facts")
+                   for rec in per_sample.get(key, [])]
+    return {"seconds": seconds, "load_1min_before": round(load, 2), "summary": summary, "generations": generations}
 
 
-def _generation_waste(tokenizer, per_sample: dict, batch_size: int, max_new_tokens: int) -> dict:
-    """Share of decode steps spent on rows that had already finished, reconstructed from the generations
-    and `generate_answers`' batching (prompts sorted longest first, `batch_size` per batch)."""
-    from hf_unlearn.data.formatting import encode_prompt
+def _summary_drift(a: dict, b: dict) -> float:
+    keys = [k for k, v in a.items() if isinstance(v, (int, float)) and isinstance(b.get(k), (int, float))]
+    return max((abs(a[k] - b[k]) for k in keys), default=0.0)
 
-    lengths, prompts = [], []
-    for key in ("forget", "retain", "real_authors", "world_facts"):
-        for rec in per_sample.get(key, []):
-            n = len(tokenizer(rec["generation"], add_special_tokens=False)["input_ids"]) + 1  # + EOS
-            lengths.append(min(n, max_new_tokens))
-            prompts.append(len(encode_prompt(tokenizer, rec["question"])))
-    order = sorted(range(len(lengths)), key=lambda i: -prompts[i])
-    useful = total = 0
-    for start in range(0, len(order), batch_size):
-        batch = [lengths[i] for i in order[start:start + batch_size]]
-        useful += sum(batch)
-        total += max(batch) * len(batch)
-    return {"generated_tokens_mean": sum(lengths) / max(1, len(lengths)),
-            "rows_at_cap": sum(n >= max_new_tokens for n in lengths),
-            "decode_row_steps_useful": useful, "decode_row_steps_total": total,
-            "padding_waste": 1 - useful / total if total else None}
+
+def _generation_side_by_side(model, tokenizer, questions, max_new, rounds):
+    from hf_unlearn.eval.scoring import DecodeStats, generate_answers
+
+    times = {"generate": [], "pool": []}
+    stats, texts = {}, {}
+    for r in range(rounds):
+        for strategy in ("generate", "pool") if r % 2 == 0 else ("pool", "generate"):
+            st = DecodeStats()
+            start = time.perf_counter()
+            texts[strategy] = generate_answers(model, tokenizer, questions, max_new_tokens=max_new,
+                                               show_progress=False, strategy=strategy, stats=st)
+            times[strategy].append(time.perf_counter() - start)
+            stats[strategy] = st
+    return times, stats, texts
 
 
 def run(ctx: C.BenchContext) -> dict:
-    from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder, data_kind = C.data_dir(ctx)
-    tokenizer = C.tokenizer_for(folder, 512 if ctx.smoke else 4096)
-    size = C.model_size(ctx)
-    model, tokenizer, model_kind = _model(ctx, tokenizer, size, folder)
-    model.eval()
-    default_bs = inspect.signature(evaluate_tofu).parameters["batch_size"].default
+    from . import eval_model
+
+    data, data_kind = C.data_dir(ctx)
     max_new = 4 if ctx.smoke else 200
-    subsample = 2 if ctx.smoke else 8
-    blocks = 1 if ctx.smoke else 4
-    sizes = (1, 8, default_bs)
-    if ctx.quick:
-        subsample, blocks = 4, 1
+    subsample = 2 if ctx.smoke else None
+    repeats = 1 if (ctx.smoke or ctx.quick) else 2
+    if ctx.smoke:
+        tokenizer = C.tokenizer_for(data, 512)
+        model = C.build_model(tokenizer, C.model_size(ctx))
+        model_dir = ctx.scratch / "p4-model"
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        model_kind = "random-init smoke Llama"
+    else:
+        model_dir = eval_model.ensure(ctx)
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model_kind = f"bench.eval_model {model_dir.name}: {eval_model.SHAPE} trained {eval_model.TRAIN}"
+    n_params = sum(p.numel() for p in model.parameters())
+    model.eval()
 
-    def evaluate(batch_size, sub):
-        start = time.perf_counter()
-        per_sample, summary = evaluate_tofu(model, tokenizer, folder, "forget10", batch_size=batch_size,
-                                            max_new_tokens=max_new, subsample=sub, show_progress=False)
-        seconds = time.perf_counter() - start
-        questions = sum(per_sample["config"]["num_questions"].values())
-        return seconds, questions, per_sample, summary
+    # 2. generation only, in process
+    questions = [q for split in GENERATED_SPLITS for q in C.load_rows(data, split, subsample)["question"]]
+    gen_times, gen_stats, gen_texts = _generation_side_by_side(model, tokenizer, questions, max_new, repeats)
+    del model
 
-    sub_times: dict[int, list[float]] = {bs: [] for bs in sizes}
-    sub_questions = None
-    sub_summaries = {}
-    for block in range(blocks):
-        for bs in sizes if block % 2 == 0 else sizes[::-1]:
-            seconds, sub_questions, _, summary = evaluate(bs, subsample)
-            sub_times[bs].append(seconds)
-            sub_summaries[bs] = summary
-    sub_qps = {bs: sub_questions / C.median(ts) for bs, ts in sub_times.items()}
+    # 1. whole process, ABBA
+    work = Path(tempfile.mkdtemp(prefix="hf_unlearn_p4_"))
+    try:
+        baseline = None if ctx.smoke else export_baseline(BASELINE, work / "before-code")
+        sides = {"after": C.REPO} | ({"before": baseline} if baseline else {})
+        runs: dict[str, list[dict]] = {name: [] for name in sides}
+        for r in range(repeats):
+            order = list(sides) if r % 2 else list(sides)[::-1]
+            for name in order:
+                runs[name].append(run_cli(sides[name], str(model_dir), data, work / f"{name}-{r}", ctx.threads or 1,
+                                          max_new, subsample, in_process=ctx.smoke))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
-    full_seconds, full_questions, per_sample, full_summary = evaluate(default_bs, 2 if ctx.smoke else None)
-    waste = _generation_waste(tokenizer, per_sample, default_bs, max_new)
-    full_qps = full_questions / full_seconds
-    speedup = sub_qps[default_bs] / sub_qps[1]
-    # Batch size must not change the numbers (beyond float noise): compare the subsample summaries.
-    drift = max(abs((sub_summaries[default_bs][k] or 0.0) - (sub_summaries[1][k] or 0.0))
-                for k in ("forget_prob", "retain_prob", "forget_truth_ratio", "model_utility"))
+    after_s = C.median([x["seconds"] for x in runs["after"]])
+    before_s = C.median([x["seconds"] for x in runs["before"]]) if "before" in runs else None
+    ratio = before_s / after_s if before_s else None
+    same_generations = same_drift = None
+    if "before" in runs:
+        same_generations = runs["before"][0]["generations"] == runs["after"][0]["generations"]
+        same_drift = _summary_drift(runs["before"][0]["summary"], runs["after"][0]["summary"])
+    waste = {k: {"row_steps": s.row_steps, "finished_row_steps": s.finished_row_steps, "waste": s.waste}
+             for k, s in gen_stats.items()}
+    gen_ratio = C.median(gen_times["generate"]) / C.median(gen_times["pool"])
 
-    C.log(f"[P4] compared: evaluate_tofu batch {', '.join(map(str, sizes))} on the first {subsample} questions of "
-          f"every split ({sub_questions} questions), then the full evaluation at batch {default_bs}; {model_kind}; "
-          f"{data_kind}; max_new_tokens {max_new}; {C.machine_line()}")
-    C.log("[P4] subsample questions/s: " + ", ".join(f"bs {bs}: {q:.2f}" for bs, q in sub_qps.items())
-          + f" -> batch {default_bs} / batch 1 = {speedup:.2f}x; full eval {full_questions} questions in "
-          f"{full_seconds:.0f}s = {full_qps:.2f} q/s; generation padding waste at bs {default_bs} "
-          f"{(waste['padding_waste'] or 0) * 100:.1f}%; default batch_size={default_bs}")
+    C.log(f"[P4] compared: python -m hf_unlearn.eval at {BASELINE} (before) vs the working tree (after), "
+          f"{repeats} run(s) each, ABBA; {model_kind} ({n_params / 1e6:.2f}M parameters); {data_kind}; "
+          f"max_new_tokens {max_new}; {C.machine_line()}")
+    C.log("[P4] whole process: " + ", ".join(f"{k} {[round(x['seconds'], 1) for x in v]} s (1-min load "
+                                             f"{[x['load_1min_before'] for x in v]})" for k, v in runs.items())
+          + (f" -> before/after {ratio:.2f}x; identical generations: {same_generations}; largest summary "
+             f"difference {same_drift:.2g}" if ratio else " (no before side: smoke run, or git archive failed)"))
+    C.log(f"[P4] generation only ({len(questions)} questions): generate {C.fmt(C.median(gen_times['generate']))} s "
+          f"vs pool {C.fmt(C.median(gen_times['pool']))} s = {gen_ratio:.2f}x; decode waste "
+          f"{waste['generate']['waste'] * 100:.1f}% -> {waste['pool']['waste'] * 100:.1f}%; identical outputs: "
+          f"{gen_texts['generate'] == gen_texts['pool']}")
     return C.write_result(
-        ctx, ID, measure=MEASURE, value=speedup, target=TARGET,
-        passed=None if ctx.smoke else bool(default_bs > 1),
-        display=f"{speedup:.2f}x (bs {default_bs}: {sub_qps[default_bs]:.2f} q/s vs bs 1: {sub_qps[1]:.2f} q/s; "
-                f"full {full_qps:.2f} q/s)",
-        numbers={"subsample_seconds": {str(k): v for k, v in sub_times.items()},
-                 "subsample_questions": sub_questions,
-                 "subsample_questions_per_s": {str(k): v for k, v in sub_qps.items()},
-                 "speedup_default_vs_bs1": speedup,
-                 "full_seconds": full_seconds, "full_questions": full_questions, "full_questions_per_s": full_qps,
-                 "full_num_questions": per_sample["config"]["num_questions"],
-                 "generation_padding": waste, "summary_drift_bs_default_vs_1": drift,
-                 "full_summary": {k: full_summary.get(k) for k in ("model_utility", "forget_rouge", "retain_rouge")}},
-        settings={"data": data_kind, "model": model_kind, "model_size": size, "forget_split": "forget10",
-                  "max_new_tokens": max_new, "subsample_per_split": subsample, "blocks": blocks,
-                  "batch_sizes": list(sizes), "evaluate_tofu_default_batch_size": default_bs,
-                  "run_tofu_batch_size": "TrainingArguments.per_device_eval_batch_size (default 8)"},
-        notes=["passed = the default batch_size of evaluate_tofu is > 1 (the batched path is the default)."],
+        ctx, ID, measure=MEASURE, value=ratio, target=TARGET,
+        passed=None if (ctx.smoke or ratio is None) else bool(waste["pool"]["waste"] <= 0.15 and same_generations),
+        display=(f"{ratio:.2f}x" if ratio else "n/a") + f" (before {C.fmt(before_s)} s -> after {C.fmt(after_s)} s); "
+                f"decode waste {waste['generate']['waste'] * 100:.0f}% -> {waste['pool']['waste'] * 100:.0f}%; "
+                f"generation {gen_ratio:.2f}x",
+        numbers={"whole_process_seconds": {k: [x["seconds"] for x in v] for k, v in runs.items()},
+                 "load_1min_at_start": {k: [x["load_1min_before"] for x in v] for k, v in runs.items()},
+                 "before_over_after": ratio, "before_median_s": before_s, "after_median_s": after_s,
+                 "identical_generations_before_after": same_generations,
+                 "largest_summary_difference_before_after": same_drift,
+                 "generation_seconds": gen_times, "generation_ratio_generate_over_pool": gen_ratio,
+                 "generation_questions": len(questions), "decode": waste,
+                 "identical_generations_pool_vs_generate": gen_texts["generate"] == gen_texts["pool"],
+                 "summary_after": {k: runs["after"][0]["summary"].get(k)
+                                   for k in ("model_utility", "forget_rouge", "retain_rouge", "forget_truth_ratio")},
+                 "model_parameters": n_params},
+        settings={"data": data_kind, "model": model_kind, "forget_split": "forget10", "max_new_tokens": max_new,
+                  "batch_size": 32, "repeats": repeats, "baseline": BASELINE, "subsample": subsample,
+                  "threads": ctx.threads},
+        notes=["passed = the row pool's decode waste <= 15% and before/after generate identical answers.",
+               "Only the ratios of interleaved runs are claims; the load column says how busy the machine was."],
     )

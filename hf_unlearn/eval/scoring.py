@@ -24,14 +24,16 @@ pads with its EOS token would otherwise hide the EOS that ends each answer.
 
 Generation
 ----------
-:func:`generate_answers` runs batched greedy decoding from the prompts
-(:func:`~hf_unlearn.data.formatting.encode_prompt`), left-padded and sorted by prompt length, and
-decodes only the new tokens, cut at the first end-of-sequence token.  The tokenizer is never
-modified: padding is done here, from lengths.
+:func:`generate_answers` runs greedy decoding from the prompts
+(:func:`~hf_unlearn.data.formatting.encode_prompt`) and decodes only the new tokens, cut at the first
+end-of-sequence token: by default in a pool of rows that finished rows leave at once
+(:mod:`hf_unlearn.eval.decoding`), else with ``model.generate`` on length-sorted, left-padded batches.
+The tokenizer is never modified: padding is done here, from lengths.
 
 Both functions put the model in eval mode and restore its training mode afterwards, run under
 ``torch.inference_mode()``, and work under DeepSpeed ZeRO-3 with several processes (every rank
-runs the same number of forwards / ``generate`` calls, ``synced_gpus=True``).
+runs the same number of forwards / ``generate`` calls, ``synced_gpus=True``; generation uses
+``model.generate`` there).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import numpy as np
 import torch
 
 from ..data.formatting import IGNORE_INDEX, PromptTemplate, encode_prompt, encode_qa
+from .decoding import DecodeStats, greedy_decode, supports_row_pool
 from .metrics import MIN_K_PP_VARIANCE_FLOOR
 
 __all__ = [
@@ -58,6 +61,7 @@ __all__ = [
     "score_sequences",
     "generate_answers",
     "generate_from_ids",
+    "DecodeStats",
     "dist_rank_world",
 ]
 
@@ -437,12 +441,14 @@ def generate_answers(
     show_progress: bool = True,
     desc: str = "generating answers",
     template: Optional[PromptTemplate] = None,
+    strategy: str = "auto",
+    stats: Optional[DecodeStats] = None,
 ) -> list[str]:
     """Greedy answers to ``questions`` (``max_new_tokens`` at most, stopping at EOS), in order.
 
-    Prompts are built by ``encode_prompt`` (as in training), sorted by length (longest first),
-    left-padded here (the tokenizer is left untouched) and decoded with
-    ``skip_special_tokens=True`` after cutting each answer at its first end-of-sequence token.
+    Prompts are built by ``encode_prompt`` (as in training; ``template``: the prompt format, default
+    auto) and decoded by :func:`generate_from_ids`, then stripped; ``strategy`` and ``stats`` are
+    passed on to it.
     """
     questions = list(questions)
     padding_id(tokenizer)
@@ -452,7 +458,8 @@ def generate_answers(
         if q not in prompt_cache:
             prompt_cache[q] = encode_prompt(tokenizer, q, template=template)
         prompts.append(prompt_cache[q])
-    texts = generate_from_ids(model, tokenizer, prompts, batch_size, max_new_tokens, show_progress, desc)
+    texts = generate_from_ids(model, tokenizer, prompts, batch_size, max_new_tokens, show_progress, desc,
+                              strategy=strategy, stats=stats)
     return [text.strip() for text in texts]
 
 
@@ -464,26 +471,65 @@ def generate_from_ids(
     max_new_tokens: int = 200,
     show_progress: bool = True,
     desc: str = "generating",
+    strategy: str = "auto",
+    stats: Optional[DecodeStats] = None,
 ) -> list[str]:
     """Greedy continuations of tokenised prompts, decoded (new tokens only, cut at the first EOS,
-    special tokens skipped, not stripped); see :func:`generate_answers`."""
+    special tokens skipped, not stripped).  The tokenizer is never modified.  ``strategy``:
+
+    * ``"pool"``: :func:`hf_unlearn.eval.decoding.greedy_decode`, at most ``batch_size`` rows at once,
+      finished rows dropped from the batch and its KV cache, new prompts prefilled as room frees up:
+      no decode step on a finished row;
+    * ``"generate"``: ``model.generate`` on batches of ``batch_size`` prompts sorted by length (a
+      batch runs until its last row stops);
+    * ``"auto"`` (default): ``"pool"`` where :func:`~hf_unlearn.eval.decoding.supports_row_pool`
+      allows it and not under DeepSpeed ZeRO-3 (whose ranks must run every forward together:
+      ``generate(synced_gpus=True)`` does that), else ``"generate"``.
+
+    Both give the tokens of batch size 1 (up to floating-point summation order).  ``stats``, when
+    given, accumulates the decode row-steps and those spent on finished rows.
+    """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}.")
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be > 0, got {max_new_tokens}.")
+    if strategy not in ("auto", "pool", "generate"):
+        raise ValueError(f"strategy must be 'auto', 'pool' or 'generate', got {strategy!r}.")
+    if strategy == "auto":
+        strategy = "pool" if supports_row_pool(model) and not _zero3() else "generate"
+    elif strategy == "pool" and not supports_row_pool(model):
+        raise ValueError(f"strategy='pool' needs a decoder whose cache layers are plain full attention; "
+                         f"{type(_base_model(model)).__name__} is not: use strategy='generate' (or 'auto').")
     prompts = [list(p) for p in prompts]
     if any(not p for p in prompts):
         raise ValueError("Every prompt needs at least one token to generate from.")
     pad_id = padding_id(tokenizer)
-    device = _model_device(model)
     gen_config = _generation_config(model, tokenizer, max_new_tokens, pad_id)
+    stats = stats if stats is not None else DecodeStats()
+    with _eval_mode(model), _progress(len(prompts), desc, show_progress) as bar:
+        if strategy == "pool":
+            tokens = greedy_decode(model, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                   stop_ids=set(gen_config.eos_token_id), pad_id=pad_id,
+                                   device=_model_device(model), stats=stats, on_done=lambda i: bar.update(1))
+        else:
+            tokens = _generate_batches(model, tokenizer, prompts, batch_size, gen_config, stats, bar)
+    return [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+
+
+def _generate_batches(model, tokenizer, prompts, batch_size, gen_config, stats, bar) -> list[list[int]]:
+    """``model.generate`` on batches of prompts sorted by length (longest first), left-padded; the
+    new tokens of each prompt cut at its first stop token.  Used under ZeRO-3 (``synced_gpus``) and
+    for models the row pool cannot run; a batch runs until its last row stops, and ``stats``
+    counts the row-steps spent on rows that had already stopped."""
+    pad_id = gen_config.pad_token_id
     stop = set(gen_config.eos_token_id)
+    device = _model_device(model)
     zero3 = _zero3()
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     batches = _batches(order, batch_size)
     n_batches = _synced_batch_count(len(batches), device)
-    outputs: list[Optional[str]] = [None] * len(prompts)
-    with _eval_mode(model), _progress(n_batches, desc, show_progress) as bar, _keep_static_cache_length(model):
+    outputs: list[Optional[list[int]]] = [None] * len(prompts)
+    with _keep_static_cache_length(model):
         for k in range(n_batches):
             if k < len(batches):
                 batch = batches[k]
@@ -506,7 +552,14 @@ def generate_from_ids(
             )
             new_tokens = out[:, width:].tolist()
             del out
-            for i, toks in zip(batch, new_tokens):
-                outputs[i] = tokenizer.decode(_cut_at_eos(toks, stop), skip_special_tokens=True)
-            bar.update(1)
+            steps = len(new_tokens[0]) if new_tokens else 0
+            stats.forwards += steps
+            stats.row_steps += steps * len(seqs)
+            for row, toks in enumerate(new_tokens):
+                kept = _cut_at_eos(toks, stop)
+                useful = min(len(kept) + 1, steps) if row < len(batch) else 0
+                stats.finished_row_steps += steps - useful
+                if row < len(batch):
+                    outputs[batch[row]] = kept
+            bar.update(len(batch))
     return outputs  # type: ignore[return-value]

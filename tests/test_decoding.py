@@ -1,0 +1,114 @@
+"""Greedy decoding without padding waste (hf_unlearn.eval.decoding) and its accounting.
+
+A float64 tiny Llama decodes synthetic TOFU questions.  Its random weights are drawn with std 0.3 (at
+the usual 0.02 every row repeats one token), and tokens that some rows emit at different steps are
+made stop tokens (through the model's generation config, as a chat model's extra EOS ids are), so that
+rows end at very different steps and the pool really drops and refills rows.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hf_unlearn.data.formatting import encode_prompt
+from hf_unlearn.eval.decoding import DecodeStats, greedy_decode, supports_row_pool
+from hf_unlearn.eval.scoring import eos_ids, generate_answers
+
+MAX_NEW = 12
+
+
+@pytest.fixture(scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup(tokenizer, synthetic_splits, _one_thread):
+    from hf_unlearn.models.tiny import build_tiny_llama
+
+    model = build_tiny_llama(tokenizer, seed=0, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=128).double().eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3)
+    questions = [row["question"] for row in synthetic_splits["forget10"][:14]]
+    questions.append("Who?")  # a much shorter prompt, to mix prompt lengths within a pool
+    prompts = [encode_prompt(tokenizer, q) for q in questions]
+    # Stop on the token that row j emits at step 1 + 3j (j = 0..3): rows then end at different steps.
+    with torch.inference_mode():
+        free = greedy_decode(model, prompts, batch_size=len(prompts), max_new_tokens=MAX_NEW,
+                             stop_ids={tokenizer.eos_token_id}, pad_id=tokenizer.pad_token_id,
+                             device=torch.device("cpu"))
+    extra = [free[j][1 + 3 * j] for j in range(4)]
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, *extra]
+    stop = set(eos_ids(model, tokenizer))
+    single = [_decode(model, [p], stop, tokenizer.pad_token_id, 1)[0] for p in prompts]
+    return model, tokenizer, questions, prompts, stop, single
+
+
+def _decode(model, prompts, stop, pad, batch_size, stats=None):
+    with torch.inference_mode():
+        return greedy_decode(model, prompts, batch_size=batch_size, max_new_tokens=MAX_NEW, stop_ids=stop,
+                             pad_id=pad, device=torch.device("cpu"), stats=stats)
+
+
+def _hf_greedy(model, prompt, stop, pad):
+    """Unpadded `model.generate` of one prompt, cut at its first stop token: the reference."""
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW,
+                             do_sample=False, pad_token_id=pad, eos_token_id=sorted(stop))
+    new = out[0, len(prompt):].tolist()
+    for k, t in enumerate(new):
+        if t in stop:
+            return new[:k]
+    return new
+
+
+def test_pool_outputs_are_token_identical_to_batch_size_one(setup):
+    model, tok, _, prompts, stop, single = setup
+    assert supports_row_pool(model)
+    pad = tok.pad_token_id
+    lengths = [len(s) for s in single]
+    # The case worth testing: rows stop early, late and at the cap, so the pool drops and refills.
+    assert min(lengths) <= 2 and max(lengths) == MAX_NEW and len(set(lengths)) >= 4
+    stats = DecodeStats()
+    assert _decode(model, prompts, stop, pad, 4, stats) == single
+    assert stats.forwards > MAX_NEW  # several prefills merged into a running pool
+    assert _decode(model, prompts, stop, pad, 6) == single
+    assert [_hf_greedy(model, p, stop, pad) for p in prompts[:5]] == single[:5]
+
+
+def test_decode_accounting_pool_vs_generate(setup):
+    model, tok, questions, prompts, stop, single = setup
+    # A row produces one token per step up to and including its stop token, or MAX_NEW tokens.
+    needed = [min(len(s) + 1, MAX_NEW) for s in single]
+
+    pool = DecodeStats()
+    pool_text = generate_answers(model, tok, questions, batch_size=4, max_new_tokens=MAX_NEW,
+                                 show_progress=False, strategy="pool", stats=pool)
+    assert pool.row_steps == sum(needed) and pool.finished_row_steps == 0 and pool.waste == 0.0
+
+    padded = DecodeStats()
+    padded_text = generate_answers(model, tok, questions, batch_size=4, max_new_tokens=MAX_NEW,
+                                   show_progress=False, strategy="generate", stats=padded)
+    assert padded_text == pool_text
+    # model.generate: batches of 4 prompts sorted longest first, each runs until its last row stops.
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    batches = [order[i: i + 4] for i in range(0, len(order), 4)]
+    total = sum(max(needed[i] for i in b) * len(b) for b in batches)
+    assert padded.row_steps == total
+    assert padded.finished_row_steps == total - sum(needed) > 0
+    assert padded.waste == pytest.approx(1 - sum(needed) / total)
+
+
+def test_strategy_errors(setup):
+    model, tok, questions = setup[:3]
+    with pytest.raises(ValueError, match="strategy must be"):
+        generate_answers(model, tok, questions[:1], strategy="beam", show_progress=False)
