@@ -6,9 +6,9 @@ Data: real TOFU, forget10 (forget10_perturbed + holdout10 + retain_perturbed + r
 world_facts_perturbed: 1417 questions), greedy, 200 new tokens, batch 32 (the defaults).
 
 1. **Whole process.**  ``python -m hf_unlearn.eval`` (what users run) as a subprocess, wall time from
-   spawn to exit, for two code trees side by side, alternated ABBA: *before* = this repository at
-   ``BASELINE`` (main before the row-pool generation, exported with ``git archive``), *after* = the
-   working tree.  Value: median before / median after.  The two runs' summaries must agree (largest
+   spawn to exit, for two code trees side by side, alternated ABBA: *before* = this repository just
+   before the row-pool generation (the parent of the commit that added ``hf_unlearn/eval/decoding.py``,
+   exported with ``git archive``), *after* = the working tree.  Value: median before / median after.  The two runs' summaries must agree (largest
    absolute difference reported) and their generations must be identical.
 2. **Generation only, in process** (the same questions the evaluation generates for): `generate_answers`
    with ``strategy="generate"`` (``model.generate`` on length-sorted batches: what *before* does) and
@@ -35,8 +35,17 @@ from . import common as C
 ID = "P4"
 MEASURE = "full TOFU evaluation, whole process (python -m hf_unlearn.eval): before / after wall time"
 TARGET = "report (issue 16: >= 3x over open-unlearning's evaluator; here before -> after, same model); waste <= 15%"
-# main just before generation dropped finished rows (hf_unlearn/eval/decoding.py)
-BASELINE = "35d7aff"
+ROW_POOL_FILE = "hf_unlearn/eval/decoding.py"
+
+
+def baseline_rev() -> str | None:
+    """The parent of the commit that added the row pool (``ROW_POOL_FILE``): main just before it."""
+    try:
+        added = subprocess.run(["git", "-C", str(C.REPO), "log", "--diff-filter=A", "--format=%H", "--", ROW_POOL_FILE],
+                               check=True, capture_output=True, text=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{added[-1][:10]}^" if added else None
 GENERATED_SPLITS = ("forget10_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
 
 
@@ -135,7 +144,8 @@ def run(ctx: C.BenchContext) -> dict:
     # 1. whole process, ABBA
     work = Path(tempfile.mkdtemp(prefix="hf_unlearn_p4_"))
     try:
-        baseline = None if ctx.smoke else export_baseline(BASELINE, work / "before-code")
+        rev = None if ctx.smoke else baseline_rev()
+        baseline = export_baseline(rev, work / "before-code") if rev else None
         sides = {"after": C.REPO} | ({"before": baseline} if baseline else {})
         runs: dict[str, list[dict]] = {name: [] for name in sides}
         for r in range(repeats):
@@ -157,7 +167,7 @@ def run(ctx: C.BenchContext) -> dict:
              for k, s in gen_stats.items()}
     gen_ratio = C.median(gen_times["generate"]) / C.median(gen_times["pool"])
 
-    C.log(f"[P4] compared: python -m hf_unlearn.eval at {BASELINE} (before) vs the working tree (after), "
+    C.log(f"[P4] compared: python -m hf_unlearn.eval at {rev} (before) vs the working tree (after), "
           f"{repeats} run(s) each, ABBA; {model_kind} ({n_params / 1e6:.2f}M parameters); {data_kind}; "
           f"max_new_tokens {max_new}; {C.machine_line()}")
     C.log("[P4] whole process: " + ", ".join(f"{k} {[round(x['seconds'], 1) for x in v]} s (1-min load "
@@ -186,7 +196,7 @@ def run(ctx: C.BenchContext) -> dict:
                                    for k in ("model_utility", "forget_rouge", "retain_rouge", "forget_truth_ratio")},
                  "model_parameters": n_params},
         settings={"data": data_kind, "model": model_kind, "forget_split": "forget10", "max_new_tokens": max_new,
-                  "batch_size": 32, "repeats": repeats, "baseline": BASELINE, "subsample": subsample,
+                  "batch_size": 32, "repeats": repeats, "baseline": rev, "subsample": subsample,
                   "threads": ctx.threads},
         notes=["passed = the row pool's decode waste <= 15% and before/after generate identical answers.",
                "Only the ratios of interleaved runs are claims; the load column says how busy the machine was."],
