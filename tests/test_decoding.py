@@ -112,3 +112,23 @@ def test_strategy_errors(setup):
     model, tok, questions = setup[:3]
     with pytest.raises(ValueError, match="strategy must be"):
         generate_answers(model, tok, questions[:1], strategy="beam", show_progress=False)
+
+
+@pytest.mark.parametrize("name", ["qwen3", "phi-1.5", "gpt-neox", "opt", "gpt2", "gemma3"])
+def test_families_pool_matches_batch_size_one(name, tokenizer, synthetic_splits, _one_thread):
+    """Rotary (partial), learned absolute positions (OPT, GPT-2), and a sliding-window family
+    (Gemma 3: not a plain cache, so `auto` falls back to model.generate)."""
+    from test_architectures import _model, _tokenizer  # the architecture matrix's tiny configs
+
+    tok = _tokenizer(tokenizer, name)
+    model = _model(name, tok).double().eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3)
+    assert supports_row_pool(model) == (name != "gemma3")
+    questions = [row["question"] for row in synthetic_splits["forget10"][:4]] + ["Who?"]
+    single = [generate_answers(model, tok, [q], batch_size=1, max_new_tokens=6, show_progress=False,
+                               strategy="generate")[0] for q in questions]
+    assert generate_answers(model, tok, questions, batch_size=2, max_new_tokens=6, show_progress=False) == single
