@@ -28,7 +28,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def setup(tokenizer, synthetic_splits, _one_thread):
-    from hf_unlearn.models.tiny import build_tiny_llama
+    from hf_unlearn.offline.tiny import build_tiny_llama
 
     model = build_tiny_llama(tokenizer, seed=0, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                              intermediate_size=128).double().eval()
