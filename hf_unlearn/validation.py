@@ -528,7 +528,7 @@ def validate_unlearning_run(script, args, model_args, *, needs_retain: bool, pre
         if found is None:
             run.tofu_eval = False
             run.notes.append(f"no TOFU evaluation files ({script.forget_split}_perturbed.json ...) in "
-                             f"{script.dataset_name}: training without the TOFU evaluation.")
+                             f"{script.dataset_name}: training without the TOFU evaluation (as --benchmark none).")
     if script.retain_reference:
         if not run.tofu_eval:
             raise RunInputError("--retain_reference is only used by the TOFU evaluation, which this run does not have "

@@ -121,6 +121,8 @@ def _case_inputs(root: Path, tmp: Path, case: str) -> tuple[list[str], Path]:
         "output_not_empty": lambda: (_write_lines(out / "notes.txt", ["mine"]), f())[1],
         "output_holds_foreign_model": lambda: (shutil.copytree(root / "target", out), f("--overwrite_output_dir", "true"))[1],
         "bf16_on_cpu": lambda: f("--bf16", "true"),
+    "reference_without_benchmark": lambda: f("--benchmark", "none"),
+    "unknown_benchmark": lambda: f("--benchmark", "tofu2"),
     "resume_true_nothing": lambda: f("--resume_from_checkpoint", "true"),
         "resume_missing_path": lambda: f("--resume_from_checkpoint", str(tmp / "checkpoint-9")),
         "zero_max_new_tokens": lambda: f("--max_new_tokens", "0"),
@@ -177,6 +179,8 @@ BAD_INPUTS = {
     "output_holds_foreign_model": "holds a model or evaluation results (config.json, model.safetensors) that this "
                                   "library did not write",
     "bf16_on_cpu": "needs a GPU; this machine has none: add --bf16 false",
+    "reference_without_benchmark": "--retain_reference is only used by the TOFU evaluation, which this run does not have",
+    "unknown_benchmark": "Unknown benchmark 'tofu2'",
     "resume_true_nothing": "--resume_from_checkpoint true: no complete checkpoint-N folder",
     "resume_missing_path": "is not a complete checkpoint (no such folder)",
     "zero_max_new_tokens": "--max_new_tokens must be >= 1",
@@ -346,6 +350,7 @@ def test_own_data_trains_without_tofu_evaluation_and_the_card_says_so(setup, tmp
                    "--per_device_train_batch_size", "4", "--report_to", "none", "--disable_tqdm", "true"])
     printed = capsys.readouterr().out
     assert printed.count("no TOFU evaluation files (my_forget_perturbed.json ...)") == 1
+    assert "(as --benchmark none)" in printed
     assert (out / "model.safetensors").is_file() and not (out / "unlearning.png").exists()
     assert not (out / "tofu_eval.json").exists()
 
@@ -422,3 +427,16 @@ def test_help_ends_with_the_most_used_flags(capsys):
         assert done.value.code == 0
         tail = capsys.readouterr().out.rstrip().splitlines()[-12:]
         assert any(line.strip().startswith(first) for line in tail), tail
+
+
+def test_benchmark_none_trains_without_evaluation_beside_tofu_files(setup, tmp_path, capfd):
+    import run_tofu
+
+    out = tmp_path / "out"
+    after = run_tofu.main(["--model_name_or_path", str(setup / "target"), "--dataset_name", str(setup / "data"),
+                           "--forget_split", "forget10", "--benchmark", "none", "--output_dir", str(out),
+                           "--max_steps", "1", "--per_device_train_batch_size", "4", "--report_to", "none",
+                           "--eval_strategy", "steps", "--eval_steps", "1"])
+    assert after is None and (out / "model.safetensors").is_file()
+    assert not list(out.glob("tofu_*.json")) and "TOFU:" not in capfd.readouterr().err  # no evaluation at all
+    assert "was not evaluated" in (out / "README.md").read_text()
