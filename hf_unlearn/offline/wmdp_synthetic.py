@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["DOMAINS", "generate_wmdp", "write_synthetic_wmdp", "mc_prompt", "target_training_texts",
-           "train_synthetic_target"]
+__all__ = ["DOMAINS", "generate_wmdp", "write_synthetic_wmdp", "mc_prompt", "target_training_data",
+           "target_training_texts", "train_synthetic_target"]
 
 _SYLLABLES = ("ka", "lo", "ve", "qui", "tor", "zan", "mel", "dri", "sa", "phe", "rux", "no", "bel", "tis", "gor",
               "ya", "fen", "cul", "mor", "ix", "dal", "pra", "vo", "sel")
@@ -214,18 +214,34 @@ def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
     tmp.replace(path)
 
 
-def target_training_texts(seed: int = 0) -> list[str]:
-    """What the synthetic target model learns: every passage, and every question answered in lm-eval's
-    prompt format (the letter after ``Answer:``), so it starts well above chance on both WMDP and MMLU."""
+def target_training_data(seed: int = 0) -> tuple[list[str], list[tuple[str, str]]]:
+    """What the synthetic target model learns: every passage (the corpora), and every question as
+    (lm-eval's prompt, the right letter), so it starts well above chance on both WMDP and MMLU."""
     data = generate_wmdp(seed)
-    texts = [t for corpus in data["corpora"].values() for t in corpus]
-    texts += [f"{mc_prompt(r)} {'ABCD'[r['answer']]}" for rows in data["splits"].values() for r in rows]
-    return texts
+    passages = [t for corpus in data["corpora"].values() for t in corpus]
+    questions = [(mc_prompt(r), " " + "ABCD"[r["answer"]]) for rows in data["splits"].values() for r in rows]
+    return passages, questions
+
+
+def target_training_texts(seed: int = 0) -> list[str]:
+    """Every string of :func:`target_training_data` (the tiny tokenizer's corpus)."""
+    passages, questions = target_training_data(seed)
+    return passages + [prompt + letter for prompt, letter in questions]
+
+
+def _letter_example(tokenizer, prompt: str, letter: str) -> dict:
+    """Prompt + letter, tokenised as lm-eval scores it (whole string, continuation = the tokens after the
+    prompt's), with the loss on the letter only."""
+    context = tokenizer(prompt)["input_ids"]
+    whole = tokenizer(prompt + letter)["input_ids"]
+    assert whole[: len(context)] == context, "the prompt's tokens must be a prefix of prompt + letter"
+    return {"input_ids": whole, "labels": [-100] * len(context) + whole[len(context):]}
 
 
 def train_synthetic_target(model_dir, seed: int = 0, epochs: float = 40, size: str = "demo", learning_rate=3e-3,
                            batch_size: int = 16):
-    """Trains a tiny Llama on :func:`target_training_texts` and saves it (and its tokenizer) to ``model_dir``."""
+    """Trains a tiny Llama on the passages (every token) and the answered questions (the letter) and saves it
+    (and its tokenizer) to ``model_dir``."""
     import datasets
     from transformers import Trainer, TrainingArguments
 
@@ -233,13 +249,15 @@ def train_synthetic_target(model_dir, seed: int = 0, epochs: float = 40, size: s
     from .tiny import build_tiny_llama, train_tokenizer
     from ..pipeline import TINY_SIZES, FlatCollator
 
-    texts = target_training_texts(seed)
-    tokenizer = train_tokenizer(texts, vocab_size=1024)
+    passages, questions = target_training_data(seed)
+    tokenizer = train_tokenizer(target_training_texts(seed), vocab_size=1024)
     model = build_tiny_llama(tokenizer, seed=seed, **TINY_SIZES[size])
-    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in (encode_text(tokenizer, t) for t in texts)]
+    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in (encode_text(tokenizer, t) for t in passages)]
+    rows += [_letter_example(tokenizer, prompt, letter) for prompt, letter in questions]
     args = TrainingArguments(output_dir=str(model_dir), num_train_epochs=epochs, learning_rate=learning_rate,
                              per_device_train_batch_size=batch_size, lr_scheduler_type="cosine", warmup_steps=0.05,
-                             save_strategy="no", report_to=[], logging_steps=50, seed=seed, use_cpu=True)
+                             save_strategy="no", report_to=[], logging_steps=50, seed=seed, use_cpu=True,
+                             disable_tqdm=True)
     Trainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
             data_collator=FlatCollator(tokenizer)).train()
     model.save_pretrained(model_dir)

@@ -1,0 +1,70 @@
+"""examples/run_wmdp.py end to end on the synthetic set, its recipes, and the WMDP stop rule of the callback."""
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from trl import ModelConfig, TrlParser
+
+from hf_unlearn import UnlearningConfig
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "recipes" / "wmdp").glob("*.yaml"))
+sys.path.insert(0, str(REPO / "examples"))
+
+import run_wmdp  # noqa: E402
+
+
+def docstring_commands(module) -> list[list[str]]:
+    """The shell commands of a docstring (continuation lines joined), as argv lists."""
+    text = module.__doc__.replace("\\\n", " ")
+    return [shlex.split(line.strip()) for line in text.splitlines() if line.strip().startswith(("python ", "accelerate "))]
+
+
+def test_there_is_a_recipe_per_method_and_optimizer():
+    assert {p.stem for p in RECIPES} == {f"{m}_{o}" for m in ("rmu", "npo", "undial") for o in ("adamw", "sophia")}
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_every_wmdp_recipe_parses_without_unknown_keys(recipe):
+    parser = TrlParser((run_wmdp.WMDPScriptArguments, UnlearningConfig, ModelConfig))
+    script, args, model_args = parser.parse_args_and_config(args=["--config", str(recipe), "--use_cpu", "true"])
+    method, optimizer = recipe.stem.rsplit("_", 1)
+    assert args.unlearn_method == method and args.unlearn_optimizer == optimizer
+    for key, value in yaml.safe_load(recipe.read_text()).items():
+        holder = next(obj for obj in (script, args, model_args) if hasattr(obj, key))
+        got = getattr(holder, key)
+        assert (got.value if hasattr(got, "value") else got) == value, key
+    if method == "rmu":  # the RMU paper's Zephyr-7B settings (rmu/unlearn.py README command)
+        assert (args.rmu_layer, args.rmu_steering_coeff, args.retain_weight, args.learning_rate) == (7, 6.5, 1200, 5e-5)
+        assert (args.per_device_train_batch_size, args.max_steps) == (4, 150)
+
+
+def test_run_wmdp_docstring_commands_end_to_end(tmp_path, monkeypatch):
+    """The docstring's offline commands, as written (plus speed flags), from a fresh folder."""
+    from hf_unlearn.offline import wmdp_synthetic
+
+    monkeypatch.chdir(tmp_path)
+    make_data, run = [c for c in docstring_commands(run_wmdp) if c[0] == "python"]
+    assert make_data[:3] == ["python", "-m", "hf_unlearn.offline.wmdp_synthetic"]
+    wmdp_synthetic.main(make_data[3:] + ["--epochs", "1"])
+    assert run[:2] == ["python", "examples/run_wmdp.py"]
+    argv = [str(REPO / a) if a.startswith("recipes/") else a for a in run[2:]]
+    before, after = run_wmdp.main(argv + [
+        "--max_steps", "2", "--per_device_train_batch_size", "2", "--eval_strategy", "steps", "--eval_steps", "1",
+        "--eval_subsample", "4", "--max_wmdp_acc", "1.0", "--min_mmlu_acc", "0.0", "--use_cpu", "true",
+        "--report_to", "none", "--disable_tqdm", "true"])
+    out = tmp_path / "wmdp_rmu"
+    summary = json.loads((out / "wmdp_summary.json").read_text())
+    assert summary == {k: v for k, v in after.items() if k != "eval_seconds"}
+    assert summary["wmdp_bio_n"] == 40 and summary["mmlu_n"] == 90 and before["wmdp_bio_n"] == 40
+    per_sample = json.loads((out / "wmdp_eval.json").read_text())
+    assert len(per_sample["wmdp_cyber"]) == 40
+    history = json.loads((out / "wmdp_history.json").read_text())
+    # the stop rule (every WMDP accuracy <= 1.0, MMLU >= 0) is met at the first evaluation: training stops there
+    assert [h["step"] for h in history["history"]] == [1]
+    assert history["history"][0]["metrics"]["subsample"] == 4
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
