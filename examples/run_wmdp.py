@@ -15,6 +15,7 @@ and TRL's `ModelConfig` (model, dtype, LoRA). A YAML recipe holds the same flags
 """
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,9 @@ from hf_unlearn.data.wmdp import load_corpora
 from hf_unlearn.eval.benchmarks.wmdp import check_wmdp, evaluate_wmdp, write_results
 from hf_unlearn.hub import check_push_credentials
 from hf_unlearn.methods.registry import get_method
-from hf_unlearn.pipeline import check_output_dir, describe_parameters, load_model_and_tokenizer
+from hf_unlearn.pipeline import describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
+from hf_unlearn.validation import (check_attention, check_lora_flags, check_model_source, check_output_dir,
+                                   check_training_numbers, config_file_of, removed_on_failure)
 
 
 @dataclass
@@ -50,43 +53,52 @@ class WMDPScriptArguments:
         "help": "Stop rule: stop once every WMDP subset's accuracy is <= this (chance: 0.25) ..."})
     min_mmlu_acc: Optional[float] = field(default=None, metadata={"help": "... while MMLU accuracy stays >= this."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the Hub repo."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an earlier run's output_dir."})
     evaluate_before: bool = field(default=True, metadata={"help": "Also evaluate the starting model."})
     skip_final_evaluation: bool = field(default=False, metadata={"help": "Skip the evaluation after training."})
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     parser = TrlParser((WMDPScriptArguments, UnlearningConfig, ModelConfig))
     script, args, model_args = parser.parse_args_and_config(args=argv)
+    use_gloo_on_cpu(args)
     datasets.disable_progress_bars()
 
     # Everything that can fail does so before the first step, with nothing written.
-    check_output_dir(args.output_dir, model_args.model_name_or_path)
+    check_training_numbers(args)
+    check_lora_flags(model_args)
+    check_model_source(model_args.model_name_or_path)
+    check_output_dir(args.output_dir, {"model folder": model_args.model_name_or_path, "recipe": config_file_of(argv),
+                                       "evaluation data": script.dataset_name}, overwrite=script.overwrite_output_dir)
     if args.push_to_hub:
         check_push_credentials(args.hub_model_id, args.hub_token)
-    eval_options = check_wmdp(script.dataset_name, script.mmlu_dataset_name, script.wmdp_subsets,
-                              subsample=None)
+    eval_options = check_wmdp(script.dataset_name, script.mmlu_dataset_name, script.wmdp_subsets)
     method = get_method(args.unlearn_method)
     needs_retain = method.needs_retain(method.settings_from(args))
     forget = datasets.Dataset.from_dict({"text": load_corpora(script.forget_corpora, script.min_text_length)})
     retain = (datasets.Dataset.from_dict({"text": load_corpora(script.retain_corpora, script.min_text_length)})
               if needs_retain else None)
-    model, tokenizer = load_model_and_tokenizer(
-        model_args.model_name_or_path, dtype=model_args.dtype, trust_remote_code=script.trust_remote_code,
-        revision=model_args.model_revision, seed=args.seed)
     eval_kwargs = dict(batch_size=args.per_device_eval_batch_size, **eval_options)
 
-    callbacks = []
-    if args.eval_strategy != "no":
-        from hf_unlearn.eval.callback import ForgetQualityCallback
+    with removed_on_failure(args.output_dir, args.process_index == 0):
+        model, tokenizer = load_model_and_tokenizer(
+            model_args.model_name_or_path, dtype=model_args.dtype, trust_remote_code=script.trust_remote_code,
+            revision=model_args.model_revision, seed=args.seed, attn_implementation=model_args.attn_implementation)
+        check_attention(args, model)
+        callbacks = []
+        if args.eval_strategy != "no":
+            from hf_unlearn.eval.callback import ForgetQualityCallback
 
-        callbacks.append(ForgetQualityCallback(  # stop rule: wmdp_max_acc <= max_wmdp_acc, mmlu_acc >= floor
-            benchmark="wmdp", batch_size=args.per_device_eval_batch_size, target_forget_quality=script.max_wmdp_acc,
-            min_model_utility=script.min_mmlu_acc, **{**eval_options, "subsample": script.eval_subsample}))
-    trainer = UnlearningTrainer(
-        model=model, args=args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer,
-        peft_config=get_peft_config(model_args), callbacks=callbacks, dataset_columns=dict(text_column="text"))
-    for callback in callbacks:
-        callback.attach(trainer)
+            callbacks.append(ForgetQualityCallback(  # stop rule: wmdp_max_acc <= max_wmdp_acc, mmlu_acc >= floor
+                benchmark="wmdp", batch_size=args.per_device_eval_batch_size,
+                target_forget_quality=script.max_wmdp_acc, min_model_utility=script.min_mmlu_acc,
+                **{**eval_options, "subsample": script.eval_subsample}))
+        trainer = UnlearningTrainer(
+            model=model, args=args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer,
+            peft_config=get_peft_config(model_args), callbacks=callbacks, dataset_columns=dict(text_column="text"))
+        for callback in callbacks:
+            callback.attach(trainer)
     if trainer.is_world_process_zero():
         print(f"[run_wmdp] {args.unlearn_method} + {args.unlearn_optimizer}: {len(forget)} forget texts, "
               f"{len(retain) if retain is not None else 0} retain texts; {describe_parameters(trainer.model)}")

@@ -68,3 +68,31 @@ def test_run_wmdp_docstring_commands_end_to_end(tmp_path, monkeypatch):
     assert [h["step"] for h in history["history"]] == [1]
     assert history["history"][0]["metrics"]["subsample"] == 4
     assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+
+
+def readme_wmdp_commands() -> list[list[str]]:
+    text = (REPO / "README.md").read_text()
+    block = text.split("### WMDP", 1)[1].split("```bash", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    return [shlex.split(line.split("  #")[0]) for line in block.splitlines() if line.strip().startswith(("python", "accel"))]
+
+
+def test_readme_wmdp_lines_are_the_tested_ones(tmp_path):
+    """The README's offline WMDP lines are the docstring's (run above) plus the evaluation CLI, run here."""
+    readme = readme_wmdp_commands()
+    assert readme[:3] == docstring_commands(run_wmdp)
+    cli = readme[3]
+    assert cli[:4] == ["python", "-m", "hf_unlearn.eval", "--benchmark"]
+    from hf_unlearn.eval.__main__ import main as eval_main
+    from hf_unlearn.offline.wmdp_synthetic import write_synthetic_wmdp
+    from hf_unlearn.models.tiny import build_tiny_llama, train_tokenizer
+    from hf_unlearn.offline.wmdp_synthetic import target_training_texts
+
+    write_synthetic_wmdp(tmp_path / "wmdp_data")
+    tokenizer = train_tokenizer(target_training_texts(), vocab_size=400)
+    build_tiny_llama(tokenizer, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64).save_pretrained(tmp_path / "wmdp_rmu")
+    tokenizer.save_pretrained(tmp_path / "wmdp_rmu")
+    argv = [str(tmp_path / a) if a.startswith("wmdp_") else a for a in cli[3:]]
+    assert eval_main(argv + ["--subsample", "3", "--disable_tqdm", "true"]) == 0
+    summary = json.loads((tmp_path / "wmdp_eval" / "wmdp_summary.json").read_text())
+    assert summary["wmdp_bio_n"] == 3 and summary["mmlu_n"] == 3 * 6 and summary["subsample"] == 3

@@ -199,3 +199,31 @@ def test_synthetic_set_is_deterministic_and_valid(wmdp_dir, tmp_path):
         assert all(len(set(r["choices"])) == 4 for r in rows)
     corpus = [json.loads(line)["text"] for line in (wmdp_dir / "corpora" / "bio-forget-corpus.jsonl").open()]
     assert len(corpus) == DOMAINS["wmdp-bio"].count and all("virus" in t for t in corpus)
+
+
+def test_callback_stop_rule_on_wmdp(wmdp_dir, wmdp_tokenizer, tmp_path):
+    """ForgetQualityCallback(benchmark="wmdp") stops once every WMDP accuracy is <= the target (chance) while
+    MMLU >= the floor: with the always-B model both accuracies are hand counts on the subsample."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from hf_unlearn.eval.callback import ForgetQualityCallback
+
+    def b_share(path, n=4):
+        answers = [r["answer"] for r in rows_of(path)][:n]
+        return answers.count(1), len(answers)
+
+    wmdp_max = max(b_share(wmdp_dir / f"wmdp-{s}.json")[0] / 4 for s in ("bio", "cyber"))
+    counts = [b_share(p) for p in sorted((wmdp_dir / "mmlu").glob("*.json"))]
+    mmlu = sum(c for c, _ in counts) / sum(n for _, n in counts)
+    model = letter_model(wmdp_tokenizer, "B")
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[])
+    for target, floor, stops in ((wmdp_max, mmlu, True), (wmdp_max - 0.01, mmlu, False),
+                                 (wmdp_max, mmlu + 0.01, False)):
+        callback = ForgetQualityCallback(benchmark="wmdp", dataset_name=str(wmdp_dir), subsample=4,
+                                         target_forget_quality=target, min_model_utility=floor,
+                                         eval_strategy="steps", eval_steps=1)
+        state, control = TrainerState(global_step=1, max_steps=10), TrainerControl()
+        callback.on_step_end(args, state, control, model=model, processing_class=wmdp_tokenizer)
+        metrics = callback.history[-1]["metrics"]
+        assert metrics["wmdp_max_acc"] == pytest.approx(wmdp_max) and metrics["mmlu_acc"] == pytest.approx(mmlu)
+        assert control.should_training_stop is stops, (target, floor)
