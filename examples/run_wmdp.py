@@ -128,6 +128,7 @@ def main(argv=None):
         trainer.card_info = dict(
             base_model=model_args.model_name_or_path, dataset_name=script.dataset_name,
             forget_split=script.forget_corpora, retain_split=script.retain_corpora if needs_retain else None,
+            results=after, results_before=before, benchmark="WMDP",
             script_args={k: v for k, v in vars(script).items() if v is not None})
         trainer.create_model_card()
         keys = ("wmdp_bio_acc", "wmdp_cyber_acc", "mmlu_acc")

@@ -9,8 +9,16 @@ from pathlib import Path
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
-# Keys shown in the results table, in order (tofu_summary.json and muse_summary.json names).
+# Keys shown in the results table, in order (tofu_summary.json, muse_summary.json and wmdp_summary.json names).
 RESULT_ROWS = (
+    ("wmdp_bio_acc", "WMDP-Bio accuracy (lm-eval, chance 0.25)"),
+    ("wmdp_cyber_acc", "WMDP-Cyber accuracy (lm-eval, chance 0.25)"),
+    ("wmdp_chem_acc", "WMDP-Chem accuracy (lm-eval, chance 0.25)"),
+    ("mmlu_acc", "MMLU accuracy (lm-eval, utility)"),
+    ("mmlu_college_biology_acc", "MMLU college biology"),
+    ("mmlu_virology_acc", "MMLU virology"),
+    ("mmlu_college_computer_science_acc", "MMLU college computer science"),
+    ("mmlu_computer_security_acc", "MMLU computer security"),
     ("forget_verbmem_rouge", "VerbMem on forget (ROUGE-L F1)"),
     ("forget_knowmem_rouge", "KnowMem on forget (ROUGE-L F1)"),
     ("retain_knowmem_rouge", "KnowMem on retain (ROUGE-L F1, utility)"),

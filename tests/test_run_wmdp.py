@@ -67,7 +67,10 @@ def test_run_wmdp_docstring_commands_end_to_end(tmp_path, monkeypatch):
     # the stop rule (every WMDP accuracy <= 1.0, MMLU >= 0) is met at the first evaluation: training stops there
     assert [h["step"] for h in history["history"]] == [1]
     assert history["history"][0]["metrics"]["subsample"] == 4
-    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    assert (out / "model.safetensors").is_file()
+    card = (out / "README.md").read_text()
+    assert "## Results (WMDP evaluation)" in card and f"| WMDP-Bio accuracy (lm-eval, chance 0.25) | " \
+        f"{before['wmdp_bio_acc']:.4g} | {after['wmdp_bio_acc']:.4g} |" in card
 
 
 def readme_wmdp_commands() -> list[list[str]]:

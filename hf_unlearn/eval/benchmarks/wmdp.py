@@ -349,6 +349,7 @@ def evaluate_wmdp(
     *,
     batch_size: int = 32,
     show_progress: bool = True,
+    template=None,
 ) -> tuple[dict, dict]:
     """Zero-shot multiple-choice accuracies computed by lm-eval; returns ``(per_sample, summary)``.
 
@@ -356,7 +357,8 @@ def evaluate_wmdp(
     every question's four log-likelihoods, predicted and true index; ``summary`` every key of
     :data:`SUMMARY_KEYS`. Every process evaluates everything (lm-eval does not shard an in-memory model;
     scoring is deterministic, so all ranks hold the same numbers), and the model is left in the training
-    mode it was in.
+    mode it was in. ``template`` (the unlearning run's prompt format) is not used: the questions are asked in
+    lm-eval's own zero-shot format, without a chat template, as the WMDP paper's evaluation does.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
