@@ -26,7 +26,8 @@ from trl import ModelConfig, TrlParser, get_peft_config
 
 from hf_unlearn import UnlearningConfig, UnlearningTrainer
 from hf_unlearn.data.wmdp import load_corpora
-from hf_unlearn.eval.benchmarks.wmdp import check_wmdp, evaluate_wmdp, write_results
+from hf_unlearn.eval.benchmarks.wmdp import check_wmdp, evaluate_wmdp
+from hf_unlearn.eval.runner import write_results
 from hf_unlearn.hub import check_push_credentials
 from hf_unlearn.methods.registry import get_method
 from hf_unlearn.pipeline import describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
@@ -119,7 +120,7 @@ def main(argv=None):
         per_sample, after = evaluate_wmdp(trainer.model, tokenizer, **eval_kwargs)
         eval_seconds = time.perf_counter() - start
         if trainer.is_world_process_zero():
-            write_results(args.output_dir, per_sample, after)
+            write_results(args.output_dir, per_sample, after, benchmark="wmdp")
         after = {**after, "eval_seconds": eval_seconds}
     if trainer.is_world_process_zero():
         output_dir = Path(args.output_dir)

@@ -114,7 +114,9 @@ def test_subsample_and_chem(wmdp_dir, wmdp_tokenizer, tmp_path):
         assert summary[f"{key}_n"] == 7
     assert summary["mmlu_acc"] is None and summary["subsample"] == 7
     assert summary["wmdp_max_acc"] == max(summary[f"wmdp_{s}_acc"] for s in ("bio", "cyber", "chem"))
-    eval_path, summary_path = W.write_results(tmp_path / "out", per_sample, summary)
+    from hf_unlearn.eval.runner import write_results
+
+    eval_path, summary_path = write_results(tmp_path / "out", per_sample, summary, benchmark="wmdp")
     assert json.loads(summary_path.read_text()) == summary
     assert json.loads(eval_path.read_text())["wmdp_chem"][0]["prediction"] == 3
 

@@ -39,6 +39,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from . import Benchmark, register_benchmark
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -54,7 +56,7 @@ __all__ = [
     "check_wmdp",
     "evaluate_wmdp",
     "WMDPOptions",
-    "write_results",
+    "WMDP",
 ]
 
 HUB_WMDP = "cais/wmdp"
@@ -69,6 +71,7 @@ REQUIRED_COLUMNS = ("question", "choices", "answer")
 TASKS_DIR = Path(__file__).with_name("wmdp_tasks")
 EVAL_FILE = "wmdp_eval.json"
 SUMMARY_FILE = "wmdp_summary.json"
+HISTORY_FILE = "wmdp_history.json"
 LM_EVAL_EXTRA = "pip install 'hf-unlearn[wmdp]'  (or: pip install 'lm-eval>=0.4.13')"
 
 
@@ -452,22 +455,18 @@ def _summarise(results, names, subsets, subsample) -> tuple[dict, dict]:
     return per_sample, summary
 
 
-def write_results(output_dir: Union[str, os.PathLike], per_sample: dict, summary: dict) -> tuple[Path, Path]:
-    """Writes ``wmdp_eval.json`` and ``wmdp_summary.json`` into ``output_dir`` (rank 0, atomically)."""
-    from ..runner import atomic_json
-    from ..scoring import dist_rank_world
-
-    out = Path(output_dir).expanduser()
-    eval_path, summary_path = out / EVAL_FILE, out / SUMMARY_FILE
-    rank, _ = dist_rank_world()
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_json(eval_path, per_sample)
-        atomic_json(summary_path, summary)
-    return eval_path, summary_path
-
-
-def read_results(output_dir: Union[str, os.PathLike]) -> tuple[dict, dict]:
-    out = Path(output_dir).expanduser()
-    return (json.loads((out / EVAL_FILE).read_text(encoding="utf-8")),
-            json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8")))
+WMDP = register_benchmark(Benchmark(
+    name="wmdp",
+    description="WMDP-Bio/-Cyber (-Chem) and MMLU zero-shot multiple-choice accuracy, computed by "
+                "lm-evaluation-harness (pip install 'hf-unlearn[wmdp]').",
+    evaluate=evaluate_wmdp,
+    check=check_wmdp,
+    options=WMDPOptions,
+    eval_file=EVAL_FILE,
+    summary_file=SUMMARY_FILE,
+    history_file=HISTORY_FILE,
+    summary_keys=SUMMARY_KEYS,
+    forget_metric="wmdp_max_acc",  # stop once every WMDP subset is at chance: max accuracy <= target (0.25)
+    utility_metric="mmlu_acc",  # ... while MMLU holds
+    forget_metric_higher_is_better=False,
+))
