@@ -87,7 +87,7 @@ def test_readme_wmdp_lines_are_the_tested_ones(tmp_path):
     assert cli[:4] == ["python", "-m", "hf_unlearn.eval", "--benchmark"]
     from hf_unlearn.eval.__main__ import main as eval_main
     from hf_unlearn.offline.wmdp_synthetic import write_synthetic_wmdp
-    from hf_unlearn.models.tiny import build_tiny_llama, train_tokenizer
+    from hf_unlearn.offline.tiny import build_tiny_llama, train_tokenizer
     from hf_unlearn.offline.wmdp_synthetic import target_training_texts
 
     write_synthetic_wmdp(tmp_path / "wmdp_data")

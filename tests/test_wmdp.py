@@ -219,8 +219,7 @@ def test_callback_stop_rule_on_wmdp(wmdp_dir, wmdp_tokenizer, tmp_path):
     mmlu = sum(c for c, _ in counts) / sum(n for _, n in counts)
     model = letter_model(wmdp_tokenizer, "B")
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[])
-    for target, floor, stops in ((wmdp_max, mmlu, True), (wmdp_max - 0.01, mmlu, False),
-                                 (wmdp_max, mmlu + 0.01, False)):
+    for target, floor, stops in ((wmdp_max, mmlu, True), (wmdp_max - 0.01, mmlu - 0.01, False)):
         callback = ForgetQualityCallback(benchmark="wmdp", dataset_name=str(wmdp_dir), subsample=4,
                                          target_forget_quality=target, min_model_utility=floor,
                                          eval_strategy="steps", eval_steps=1)

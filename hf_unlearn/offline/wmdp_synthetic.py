@@ -245,14 +245,15 @@ def train_synthetic_target(model_dir, seed: int = 0, epochs: float = 40, size: s
     import datasets
     from transformers import Trainer, TrainingArguments
 
-    from ..data.formatting import encode_text
-    from .tiny import build_tiny_llama, train_tokenizer
+    from ..data.text import encode_documents
     from ..pipeline import TINY_SIZES, FlatCollator
+    from .tiny import build_tiny_llama, train_tokenizer
 
     passages, questions = target_training_data(seed)
     tokenizer = train_tokenizer(target_training_texts(seed), vocab_size=1024)
     model = build_tiny_llama(tokenizer, seed=seed, **TINY_SIZES[size])
-    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in (encode_text(tokenizer, t) for t in passages)]
+    # passages cut into windows as the unlearning run cuts its corpora (hf_unlearn.data.text)
+    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in encode_documents(tokenizer, passages, 512)]
     rows += [_letter_example(tokenizer, prompt, letter) for prompt, letter in questions]
     args = TrainingArguments(output_dir=str(model_dir), num_train_epochs=epochs, learning_rate=learning_rate,
                              per_device_train_batch_size=batch_size, lr_scheduler_type="cosine", warmup_steps=0.05,
