@@ -99,3 +99,27 @@ def test_readme_wmdp_lines_are_the_tested_ones(tmp_path):
     assert eval_main(argv + ["--subsample", "3", "--disable_tqdm", "true"]) == 0
     summary = json.loads((tmp_path / "wmdp_eval" / "wmdp_summary.json").read_text())
     assert summary["wmdp_bio_n"] == 3 and summary["mmlu_n"] == 3 * 6 and summary["subsample"] == 3
+
+
+def test_corpora_local_files_and_offline_hub_names(tmp_path, monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    from hf_unlearn.data.wmdp import load_corpora, load_corpus
+
+    (tmp_path / "forget.jsonl").write_text('{"text": "alpha beta"}\n{"text": ""}\n{"text": "gamma"}\n')
+    (tmp_path / "retain.txt").write_text("first document\n\nsecond document\n")
+    assert load_corpora(f"{tmp_path / 'forget.jsonl'},{tmp_path / 'retain.txt'}") == [
+        "alpha beta", "gamma", "first document", "second document"]
+    assert load_corpus(str(tmp_path / "forget.jsonl"), min_length=5) == ["alpha beta"]
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"body": "no text"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl: row 1 has no string 'text' field \(found: \['body'\]\)"):
+        load_corpus(str(tmp_path / "bad.jsonl"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_corpus(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(ValueError, match="Unknown corpus 'bio-corpus'"):
+        load_corpus("bio-corpus")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(FileNotFoundError, match=r"cais/wmdp-bio-forget-corpus.*It is gated.*give a local file"):
+        load_corpus("bio-forget-corpus")
