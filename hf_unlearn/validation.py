@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -339,7 +340,8 @@ def latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
         if problem is None:
             return path
         logger.warning("Skipping the incomplete checkpoint %s: %s.", path, problem)
-        print(f"[hf-unlearn] skipping the incomplete checkpoint {path}: {problem}")
+        if os.environ.get("RANK", "0") == "0":  # once per run, not once per process
+            print(f"[hf-unlearn] skipping the incomplete checkpoint {path}: {problem}")
     return None
 
 
