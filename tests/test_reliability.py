@@ -374,19 +374,23 @@ def test_own_data_trains_without_tofu_evaluation_and_the_card_says_so(setup, tmp
 
 
 def _readme_commands() -> list[tuple[str, list[str]]]:
-    """(script, argv) of every `python examples/...` / `accelerate launch ... examples/...` line in the README."""
+    """(script, argv) of every `python examples/...` / `accelerate launch ... examples/...` line in the README
+    and in the two scripts' docstrings (placeholders such as <target model> become one word)."""
+    import re
     import shlex
 
     text = (REPO / "README.md").read_text()
     blocks = [b.split("```", 1)[0] for b in text.split("```bash")[1:]]
+    for script in ("run_tofu", "finetune_tofu"):
+        blocks.append((REPO / "examples" / f"{script}.py").read_text().split('"""')[1])
     commands = []
     for block in blocks:
         joined = block.replace("\\\n", " ")
         for line in joined.splitlines():
             line = line.split(" # ")[0].strip()
-            if line.startswith("#") or "examples/" not in line or line.endswith("..."):
+            if not line.startswith(("python examples/", "accelerate launch")) or line.endswith("..."):
                 continue
-            words = shlex.split(line.replace("<", "").replace(">", ""))
+            words = shlex.split(re.sub(r"<[^>]+>", "placeholder", line))
             at = next(i for i, w in enumerate(words) if w.startswith("examples/"))
             commands.append((Path(words[at]).stem, words[at + 1:]))
     return commands
@@ -405,7 +409,7 @@ def test_readme_commands_parse_with_the_scripts_own_parsers(monkeypatch):
     monkeypatch.chdir(REPO)
     commands = _readme_commands()
     modules = {"finetune_tofu": finetune_tofu, "run_tofu": run_tofu, "finetune_muse": finetune_muse, "run_muse": run_muse}
-    assert {script for script, _ in commands} == set(modules) and len(commands) >= 8
+    assert {script for script, _ in commands} == set(modules) and len(commands) >= 10
     for script, argv in commands:
         module = modules[script]
         cpu_line = "--bf16" in argv or "--config" not in argv
