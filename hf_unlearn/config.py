@@ -51,6 +51,12 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments):
         metadata={"help": "Retain term R: 'nll' (NLL on retain answers) or 'kl' (KL(p_ref || p_theta) on retain "
                           "answer tokens). Default nll (TOFU's grad_diff)."},
     )
+    retain_kl_positions: str = field(
+        default="answer",
+        metadata={"help": "Positions the KL retain term averages over: 'answer' (retain answer tokens, as the TOFU "
+                          "paper defines it) or 'all' (every position of the padded batch, prompt and padding "
+                          "included: open-unlearning's compute_kl_divergence, for comparable numbers). Default answer."},
+    )
     npo_beta: float = field(
         default=0.1,
         metadata={"help": "beta of NPO and of IdkDPO's DPO loss. Default 0.1 (NPO paper arXiv 2404.05868; TOFU's "
@@ -147,6 +153,8 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments):
             problems.append(f"unknown unlearn_method {self.unlearn_method!r}; known: {', '.join(UNLEARN_METHODS)}")
         if self.retain_loss_type not in ("nll", "kl"):
             problems.append(f"retain_loss_type must be 'nll' or 'kl', got {self.retain_loss_type!r}")
+        if self.retain_kl_positions not in ("answer", "all"):
+            problems.append(f"retain_kl_positions must be 'answer' or 'all', got {self.retain_kl_positions!r}")
         if self.unlearn_optimizer not in UNLEARN_OPTIMIZERS:
             problems.append(f"unknown unlearn_optimizer {self.unlearn_optimizer!r}; known: {', '.join(UNLEARN_OPTIMIZERS)}")
         if self.hessian_estimator not in HESSIAN_ESTIMATORS:
@@ -217,6 +225,11 @@ class UnlearningScriptArguments:
         default=None, metadata={"help": "Evaluate during training on the first N questions of each split (speed)."}
     )
     max_new_tokens: int = field(default=200, metadata={"help": "Greedy generation length for ROUGE (TOFU: 200)."})
+    mia_include_eos: bool = field(
+        default=False,
+        metadata={"help": "TOFU MIA loss / zlib / Min-K% scores include the closing EOS, as the reference evaluator "
+                          "computes them. Default off: answer tokens only (docs/conventions.md)."},
+    )
     target_forget_quality: float | None = field(
         default=None, metadata={"help": "Stop when forget quality reaches this while utility stays >= min_model_utility."}
     )

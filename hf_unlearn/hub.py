@@ -124,8 +124,9 @@ def unlearning_model_card(
 
 
 RECIPE_FIELDS = (
-    "unlearn_method", "forget_weight", "retain_weight", "retain_loss_type", "npo_beta", "simnpo_beta",
-    "simnpo_gamma", "undial_beta", "rmu_layer", "rmu_steering_coeff", "max_length", "max_prompt_length", "disable_dropout",
+    "unlearn_method", "forget_weight", "retain_weight", "retain_loss_type", "retain_kl_positions", "npo_beta",
+    "simnpo_beta", "simnpo_gamma", "undial_beta", "rmu_layer", "rmu_steering_coeff", "max_length",
+    "max_prompt_length", "disable_dropout",
     "unlearn_optimizer", "hessian_estimator", "hessian_update_interval", "sophia_rho", "sophia_beta1",
     "sophia_beta2", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
     "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type", "warmup_ratio", "warmup_steps", "seed",
@@ -156,6 +157,9 @@ def recipe_of(args, extra: dict | None = None) -> dict:
         if name in METHOD_ONLY_FIELDS and method not in METHOD_ONLY_FIELDS[name]:
             continue
         if name in ("retain_weight", "retain_loss_type") and not uses_retain:
+            continue
+        if name == "retain_kl_positions" and not (uses_retain and (method == "kl" or
+                                                                   getattr(args, "retain_loss_type", None) == "kl")):
             continue
         if name in SOPHIA_ONLY_FIELDS and getattr(args, "unlearn_optimizer", None) != "sophia":
             continue

@@ -67,6 +67,15 @@ def kl_on_answers(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.
     return (log_ref.exp() * (log_ref - log_p)).sum(-1).sum() / mask.sum().clamp_min(1)
 
 
+def kl_all_positions(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p_ref || p_theta) summed over the vocabulary, averaged over every position of the padded batch
+    (prompt and padding included, B*T rows): the reference evaluator's (open-unlearning) retain KL, for
+    comparability (`--retain_kl_positions all`; see docs/conventions.md)."""
+    log_p = F.log_softmax(upcast(logits).flatten(0, 1), -1)
+    log_ref = F.log_softmax(upcast(ref_logits).flatten(0, 1).to(log_p.dtype), -1)
+    return (log_ref.exp() * (log_ref - log_p)).sum(-1).mean()
+
+
 def npo_loss(seq_nll: torch.Tensor, ref_seq_nll: torch.Tensor, beta: float) -> torch.Tensor:
     """NPO (Zhang et al. 2024, arXiv 2404.05868).
 

@@ -24,6 +24,7 @@ class MethodSettings:
     forget_weight: float = 1.0
     retain_weight: float = 1.0
     retain_loss_type: str = "nll"
+    retain_kl_positions: str = "answer"
     npo_beta: float = 0.1
     simnpo_beta: float = 4.5
     simnpo_gamma: float = 0.0
@@ -66,6 +67,7 @@ class UnlearningMethod:
             forget_weight=pick(config.forget_weight, self.default_forget_weight),
             retain_weight=pick(config.retain_weight, self.default_retain_weight) if self.uses_retain else 0.0,
             retain_loss_type=self.fixed_retain_loss or config.retain_loss_type,
+            retain_kl_positions=getattr(config, "retain_kl_positions", "answer"),
             npo_beta=config.npo_beta, simnpo_beta=config.simnpo_beta, simnpo_gamma=config.simnpo_gamma,
             undial_beta=config.undial_beta, rmu_layer=config.rmu_layer,
             rmu_steering_coeff=config.rmu_steering_coeff,
@@ -89,8 +91,11 @@ def logits_of(model, part: dict) -> torch.Tensor:
 
 
 def shared_retain_term(model, batch, reference, settings) -> torch.Tensor:
-    """R = NLL_r, or KL(p_ref || p_theta) on retain answer tokens."""
+    """R = NLL_r, or KL(p_ref || p_theta) on retain answer tokens (or every position: --retain_kl_positions all)."""
     part = batch["retain"]
+    if settings.retain_loss_type == "kl" and settings.retain_kl_positions == "all":
+        ref_logits = reference(part).logits
+        return losses.kl_all_positions(logits_of(model, part), ref_logits)
     logits = logits_of(model, part)
     if settings.retain_loss_type == "kl":
         return losses.kl_on_answers(logits, reference(part).logits, part["labels"])

@@ -338,7 +338,7 @@ def _truth_ratios(para: Sequence[float], pert: Sequence[Sequence[float]]) -> np.
     return np.array([M.truth_ratio([p], [list(q)])[0] for p, q in zip(para, pert)], dtype=np.float64)
 
 
-def _split_records(key: str, rows: list[dict], raw: list[dict]) -> list[dict]:
+def _split_records(key: str, rows: list[dict], raw: list[dict], mia_include_eos: bool = False) -> list[dict]:
     records = []
     answers: list[AnswerScore] = [r["answer"] for r in raw]
     avg = [a.avg_nll for a in answers]
@@ -351,6 +351,8 @@ def _split_records(key: str, rows: list[dict], raw: list[dict]) -> list[dict]:
         norm = [float(M.normalised_probability([a], [list(r["pert"])])[0]) for a, r in zip(avg, raw)]
     if key in _TOKEN_STATS:
         lps = [a.token_logprobs for a in answers]
+        if mia_include_eos:  # the reference evaluator's convention: the closing EOS's log-prob counts too
+            lps = [np.append(lp, -a.avg_nll * a.num_tokens - float(np.sum(lp))) for lp, a in zip(lps, answers)]
         mia = {
             "mia_loss": M.mia_loss_scores(lps),
             "mia_zlib": M.mia_zlib_scores(lps, [row["answer"] for row in rows]),
@@ -467,6 +469,7 @@ def check_tofu(
     retain_reference: Union[None, str, os.PathLike, Mapping] = None,
     max_new_tokens: int = 200,
     subsample: Optional[int] = None,
+    mia_include_eos: bool = False,
 ) -> dict:
     """Checks the options of :func:`evaluate_tofu` without a model: numbers, every split (present, its
     columns, non-empty answers) and the retain reference (readable, same forget and holdout questions).
@@ -476,7 +479,8 @@ def check_tofu(
     _check_numbers(max_new_tokens, subsample)
     _, reference, _, _ = _load(dataset_name, forget_split, holdout_split, retain_reference, subsample)
     return dict(dataset_name=dataset_name, forget_split=forget_split, holdout_split=holdout_split,
-                retain_reference=reference, max_new_tokens=max_new_tokens, subsample=subsample)
+                retain_reference=reference, max_new_tokens=max_new_tokens, subsample=subsample,
+                mia_include_eos=bool(mia_include_eos))
 
 
 def evaluate_tofu(
@@ -491,6 +495,7 @@ def evaluate_tofu(
     subsample: Optional[int] = None,
     show_progress: bool = True,
     template=None,
+    mia_include_eos: bool = False,
 ) -> tuple[dict, dict]:
     """Evaluates ``model`` on TOFU; returns ``(per_sample, summary)``.
 
@@ -506,6 +511,8 @@ def evaluate_tofu(
         max_new_tokens: generation length for ROUGE (greedy, stops at EOS).
         subsample: evaluate only the first N questions of every split (quick checks during training).
         show_progress: tqdm bars (on rank 0 only).
+        mia_include_eos: MIA loss / zlib / Min-K% scores over the answer tokens and the closing EOS (the
+            reference evaluator's convention; docs/conventions.md) instead of the answer tokens alone.
         template: the `PromptTemplate` the model was trained with (default: auto, see
             ``hf_unlearn.data.formatting``).
 
@@ -520,7 +527,12 @@ def evaluate_tofu(
     splits, reference, items, reference_info = _load(dataset_name, forget_split, holdout_split, retain_reference,
                                                      subsample)
     template_fields = (template or default_template(tokenizer)).to_dict()
-    ref_template = ((reference or {}).get("config") or {}).get("prompt_template")
+    ref_config = (reference or {}).get("config") or {}
+    if reference is not None and bool(ref_config.get("mia_include_eos", False)) != mia_include_eos:
+        logger.warning("The retain reference's MIA scores were computed %s the final EOS, this evaluation's %s: "
+                       "privleak compares across conventions.", "with" if ref_config.get("mia_include_eos") else
+                       "without", "with" if mia_include_eos else "without")
+    ref_template = ref_config.get("prompt_template")
     if ref_template is not None and ref_template != template_fields:
         logger.warning("The retain reference was scored with another prompt format (%s) than this evaluation (%s): "
                        "forget quality compares truth ratios across formats.", ref_template, template_fields)
@@ -540,10 +552,11 @@ def evaluate_tofu(
             "num_questions": {key: len(rows) for key, rows in items.items()},
             "model": getattr(getattr(model, "config", None), "_name_or_path", None) or None,
             "prompt_template": template_fields,
+            "mia_include_eos": mia_include_eos,
         },
     }
     for key, rows in items.items():
-        per_sample[key] = _split_records(key, rows, raw[key])
+        per_sample[key] = _split_records(key, rows, raw[key], mia_include_eos)
     summary = _summarise(per_sample, reference_info)
     return per_sample, summary
 
@@ -579,6 +592,11 @@ class TofuOptions:
     )
     subsample: Optional[int] = field(
         default=None, metadata={"help": "Evaluate only the first N questions of each split (quick checks)."}
+    )
+    mia_include_eos: bool = field(
+        default=False,
+        metadata={"help": "MIA loss / zlib / Min-K% scores include the closing EOS, as the reference evaluator "
+                          "(open-unlearning) computes them. Default off: the answer tokens only (docs/conventions.md)."},
     )
 
 
