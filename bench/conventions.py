@@ -21,8 +21,8 @@ from hf_unlearn.data.refusals import refusal_for
 from hf_unlearn.eval.scoring import score_answers
 from hf_unlearn.methods import losses
 from hf_unlearn.models.layers import decoder_layer_output
-from hf_unlearn.data.synthetic import generate_tofu
-from hf_unlearn.models.tiny import build_tiny_llama, train_tokenizer
+from hf_unlearn.offline.synthetic import generate_tofu
+from hf_unlearn.offline.tiny import build_tiny_llama, train_tokenizer
 
 
 def _setup(seed: int = 0, train_steps: int = 60):

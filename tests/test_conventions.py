@@ -49,8 +49,8 @@ def test_retain_kl_positions_flag_reaches_the_kl_method(tmp_path, tokenizer, mak
 
 
 def test_mia_include_eos_scores_answer_and_eos(tmp_path, tokenizer, make_model):
-    from hf_unlearn.data.synthetic import write_synthetic_tofu
-    from hf_unlearn.eval.tofu import evaluate_tofu
+    from hf_unlearn.offline.synthetic import write_synthetic_tofu
+    from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
 
     data = tmp_path / "tofu"
     write_synthetic_tofu(data, num_authors=10, questions_per_author=2, seed=0)
