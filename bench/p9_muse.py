@@ -55,7 +55,8 @@ def ensure_models(ctx: C.BenchContext) -> dict:
 
     from hf_unlearn.data.muse import load_texts, muse_strings
     from hf_unlearn.data.text import encode_documents
-    from hf_unlearn.eval.benchmarks.muse import evaluate_muse, write_results
+    from hf_unlearn.eval.benchmarks.muse import evaluate_muse
+    from hf_unlearn.eval.runner import write_results
     from hf_unlearn.offline.tiny import build_tiny_llama, train_tokenizer
     from hf_unlearn.offline.muse_synthetic import write_muse
     from hf_unlearn.pipeline import EncodedDataset, finetune
@@ -84,7 +85,7 @@ def ensure_models(ctx: C.BenchContext) -> dict:
             info["seconds"][f"evaluate_{name}"] = time.perf_counter() - start
             tokenizer.save_pretrained(str(out))
             trainer.save_model(str(out))
-            write_results(out, per_sample, summary)
+            write_results(out, per_sample, summary, "muse")
             C.log(f"[P9] {name}: trained in {info['seconds'][f'finetune_{name}']:.0f}s, evaluated in "
                   f"{info['seconds'][f'evaluate_{name}']:.0f}s: " + row(summary))
         info[name] = str(out)

@@ -25,7 +25,8 @@ from trl import ModelConfig, TrlParser
 
 from hf_unlearn.data.muse import load_texts, muse_strings, parse_split
 from hf_unlearn.data.text import encode_documents
-from hf_unlearn.eval.benchmarks.muse import check_muse, evaluate_muse, model_context, write_results
+from hf_unlearn.eval.benchmarks.muse import check_muse, evaluate_muse, model_context
+from hf_unlearn.eval.runner import write_results
 from hf_unlearn.offline.tiny import TINY_PRESET
 from hf_unlearn.pipeline import (
     EncodedDataset, describe_parameters, finetune, load_model_and_tokenizer, use_gloo_on_cpu,
@@ -94,7 +95,7 @@ def main(argv=None):
         per_sample, summary = evaluate_muse(trainer.model, tokenizer, batch_size=args.per_device_eval_batch_size,
                                             show_progress=not args.disable_tqdm, **eval_options)
         if trainer.is_world_process_zero():
-            write_results(args.output_dir, per_sample, summary)
+            write_results(args.output_dir, per_sample, summary, "muse")
             print(f"[finetune_muse] VerbMem {summary['forget_verbmem_rouge']:.3f}, KnowMem forget "
                   f"{summary['forget_knowmem_rouge']:.3f} / retain {summary['retain_knowmem_rouge']:.3f}, Min-K% AUC "
                   f"{summary['mia_min_k_auc']:.3f}; wrote {args.output_dir}/muse_eval.json")

@@ -19,7 +19,9 @@ from trl import ModelConfig, TrlParser, get_peft_config
 from hf_unlearn import UnlearningConfig, UnlearningTrainer
 from hf_unlearn.config import MuseScriptArguments
 from hf_unlearn.data.muse import muse_strings
-from hf_unlearn.eval.benchmarks.muse import evaluate_muse, model_context, write_results
+from hf_unlearn.eval.benchmarks.muse import MUSE, model_context
+from hf_unlearn.eval.callback import ForgetQualityCallback
+from hf_unlearn.eval.runner import write_results
 from hf_unlearn.hub import check_push_credentials
 from hf_unlearn.methods.registry import get_method
 from hf_unlearn.offline.tiny import TINY_PRESET
@@ -57,26 +59,32 @@ def unlearn(script, args, model_args, run):
         if context is not None and args.max_length > context:
             raise RunInputError(f"--max_length {args.max_length} is longer than the model's context ({context} tokens):"
                                 f" lower --max_length to at most {context}.")
+        evaluating = run.eval_options is not None
+        eval_kwargs = dict(batch_size=args.per_device_eval_batch_size, show_progress=show_progress, **(run.eval_options or {}))
+        callbacks = [ForgetQualityCallback(
+            benchmark=MUSE, target_forget_quality=script.target_forget_quality, min_model_utility=script.min_model_utility,
+            **{**eval_kwargs, "subsample": script.eval_subsample})] if evaluating and args.eval_strategy != "no" else []
         trainer = UnlearningTrainer(
             model=model, args=args, forget_dataset=run.forget, retain_dataset=run.retain, processing_class=tokenizer,
-            peft_config=get_peft_config(model_args), dataset_columns=dict(text_column="text"),
+            peft_config=get_peft_config(model_args), dataset_columns=dict(text_column="text"), callbacks=callbacks,
         )
+        for callback in callbacks:
+            callback.attach(trainer)
         if trainer.is_world_process_zero():
             print(f"[run_muse] {args.unlearn_method} + {args.unlearn_optimizer} on {script.forget_split}: "
                   f"{len(trainer.train_dataset)} windows of <= {args.max_length} tokens; "
                   f"{describe_parameters(trainer.model)}" + (f"; resuming from {run.resume_from}" if run.resume_from else ""))
-        evaluate = lambda: evaluate_muse(trainer.model, tokenizer, batch_size=args.per_device_eval_batch_size,  # noqa: E731
-                                         show_progress=show_progress, **run.eval_options)
-        before = evaluate()[1] if script.evaluate_before else None
+        evaluate = lambda: MUSE.evaluate(trainer.model, tokenizer, **eval_kwargs)  # noqa: E731
+        before = evaluate()[1] if evaluating and script.evaluate_before else None
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=run.resume_from)
     trainer.train_seconds = time.perf_counter() - start
     trainer.save_model()
     after = None
-    if not script.skip_final_evaluation:
+    if evaluating and not script.skip_final_evaluation:
         per_sample, after = evaluate()
         if trainer.is_world_process_zero():
-            write_results(args.output_dir, per_sample, after)
+            write_results(args.output_dir, per_sample, after, MUSE)
     return trainer, before, after
 
 

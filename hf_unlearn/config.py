@@ -254,8 +254,8 @@ class UnlearningScriptArguments:
 
         get_benchmark(self.benchmark)  # an unknown name fails here, listing the registered ones
 
-@dataclass
 
+@dataclass
 class MuseScriptArguments(UnlearningScriptArguments):
     """Data and evaluation flags of `examples/run_muse.py`: run_tofu's flags with MUSE's defaults."""
 
@@ -281,3 +281,6 @@ class MuseScriptArguments(UnlearningScriptArguments):
         default=128, metadata={"help": "VerbMem continuation length, and the gt cut (MUSE: 128)."}
     )
     knowmem_max_new_tokens: int = field(default=32, metadata={"help": "KnowMem answer length (MUSE: 32)."})
+    benchmark: str = field(
+        default="muse", metadata={"help": "muse (the six-way evaluation before, during and after training) or none."}
+    )

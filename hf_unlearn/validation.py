@@ -577,6 +577,13 @@ def validate_muse_run(script, args, model_args, *, needs_retain: bool, presets: 
         run.retain_split = script.retain_split
         run.retain = datasets.Dataset.from_dict({"text": load_texts(script.dataset_name, script.retain_split)})
         check_overlap(run.forget, run.retain, ["text"], script.allow_overlap)
+    if script.benchmark not in ("muse", "none"):
+        raise RunInputError(f"run_muse.py evaluates MUSE: --benchmark muse (the default) or none, not {script.benchmark!r}.")
+    if script.benchmark == "none":
+        if script.retain_reference or script.target_forget_quality is not None:
+            raise RunInputError("--retain_reference and the stop rule need the MUSE evaluation: drop them, or "
+                                "--benchmark muse.")
+        return run
     run.eval_options = check_muse(script.dataset_name, retain_reference=script.retain_reference,
                                   verbmem_max_new_tokens=script.max_new_tokens,
                                   knowmem_max_new_tokens=script.knowmem_max_new_tokens)

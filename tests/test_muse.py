@@ -19,6 +19,7 @@ from hf_unlearn.data.muse import load_muse_split, load_texts, muse_strings, pars
 from hf_unlearn.data.text import encode_documents, window_ids
 from hf_unlearn.eval import metrics as M
 from hf_unlearn.offline.muse_synthetic import generate_muse, write_muse
+from hf_unlearn.offline.muse_synthetic import main as muse_synthetic_main
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "examples"))
@@ -248,7 +249,8 @@ README_OVERRIDES = {
     "finetune_muse.py": ["--max_steps", "2", "--tiny_size", "demo", "--max_new_tokens", "4", "--knowmem_max_new_tokens",
                          "4", "--report_to", "none", "--disable_tqdm", "true", "--use_cpu", "true"],
     "run_muse.py": ["--max_steps", "2", "--max_new_tokens", "4", "--knowmem_max_new_tokens", "4", "--logging_steps", "1",
-                    "--report_to", "none", "--disable_tqdm", "true", "--hessian_update_interval", "1"],
+                    "--report_to", "none", "--disable_tqdm", "true", "--hessian_update_interval", "1",
+                    "--eval_strategy", "steps", "--eval_steps", "1", "--eval_subsample", "2"],
     "hf_unlearn.eval": ["--verbmem_max_new_tokens", "4", "--knowmem_max_new_tokens", "4", "--disable_tqdm", "true"],
 }
 
@@ -264,8 +266,6 @@ def readme_muse_commands() -> list[list[str]]:
 def readme_run(tmp_path_factory):
     """Runs the README's MUSE block in a fresh folder: the synthetic corpus, finetune_muse (target and retrain),
     run_muse through `accelerate launch`, and `python -m hf_unlearn.eval --benchmark muse`."""
-    import runpy
-
     import finetune_muse
 
     from hf_unlearn.eval.__main__ import main as eval_main
@@ -277,12 +277,7 @@ def readme_run(tmp_path_factory):
         argv = [a for a in command if a not in ("python", "-m", "accelerate", "launch")]
         argv = [str(root / a) if a.startswith(("data/", "outputs/")) else a for a in argv] + README_OVERRIDES[key]
         if key == "hf_unlearn.offline.muse_synthetic":
-            old = sys.argv
-            sys.argv = argv
-            try:
-                runpy.run_module(key, run_name="__main__")
-            finally:
-                sys.argv = old
+            muse_synthetic_main(argv[1:])
         elif key == "finetune_muse.py":
             finetune_muse.main(argv[1:])
         elif key == "hf_unlearn.eval":
@@ -315,6 +310,15 @@ def test_readme_muse_commands_end_to_end(readme_run):
     card = (out / "README.md").read_text()
     assert "unlearn_method: npo" in card and "## Results (MUSE evaluation)" in card and "VerbMem on forget" in card
     assert not (target / "README.md").exists()  # nothing written into the input model
+    # The during-training callback evaluated MUSE (the first 2 items of each split) at steps 1 and 2.
+    history = json.loads((out / "muse_history.json").read_text())
+    history = history["history"] if isinstance(history, dict) else history
+    assert [h["step"] for h in history] == [1, 2]
+    assert 0.0 <= history[-1]["metrics"]["forget_verbmem_rouge"] <= 1.0
+    # The evaluation CLI on the unlearned model gives the numbers run_muse wrote.
+    cli = json.loads((root / "outputs" / "muse_eval" / "muse_summary.json").read_text())
+    assert cli.keys() == summary.keys()
+    assert all(cli[k] == pytest.approx(v) if isinstance(v, float) else cli[k] == v for k, v in summary.items())
 
 
 def run_muse_flags(muse_dir, target, reference, output_dir, *extra):

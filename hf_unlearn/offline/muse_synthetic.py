@@ -148,16 +148,21 @@ def write_muse(output_dir: str | Path, corpus: dict[str, dict[str, list]] | None
     return root
 
 
-if __name__ == "__main__":
+def main(argv=None) -> Path:
+    """``python -m hf_unlearn.offline.muse_synthetic <output_dir> [--num_forget N ...]``."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Write a synthetic MUSE-format corpus (GitHub release layout).")
     parser.add_argument("output_dir")
-    parser.add_argument("--num_forget", type=int, default=16)
-    parser.add_argument("--num_retain1", type=int, default=16)
-    parser.add_argument("--num_retain2", type=int, default=16)
-    parser.add_argument("--num_holdout", type=int, default=16)
+    for name in ("num_forget", "num_retain1", "num_retain2", "num_holdout"):
+        parser.add_argument(f"--{name}", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
-    a = parser.parse_args()
-    print(write_muse(a.output_dir, num_forget=a.num_forget, num_retain1=a.num_retain1, num_retain2=a.num_retain2,
-                     num_holdout=a.num_holdout, seed=a.seed))
+    a = parser.parse_args(argv)
+    out = write_muse(a.output_dir, num_forget=a.num_forget, num_retain1=a.num_retain1, num_retain2=a.num_retain2,
+                     num_holdout=a.num_holdout, seed=a.seed)
+    print(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -101,4 +101,5 @@ def get_benchmark(name: str | Benchmark) -> Benchmark | None:
 
 # Built-in benchmarks: one import each (each module registers its entry).
 from . import tofu  # noqa: E402,F401
+from . import muse  # noqa: E402,F401
 from . import wmdp  # noqa: E402,F401

@@ -44,8 +44,8 @@ import numpy as np
 import torch
 
 from ...data.muse import load_muse_split
+from . import Benchmark, register_benchmark
 from .. import metrics as M
-from ..runner import atomic_json
 from ..scoring import check_tokenizer, dist_rank_world, generate_from_ids, score_sequences
 
 logger = logging.getLogger(__name__)
@@ -360,18 +360,6 @@ def summarise(per_sample: dict, reference_auc: Optional[float] = None) -> dict:
     return summary
 
 
-def write_results(output_dir: Union[str, os.PathLike], per_sample: dict, summary: dict) -> tuple[Path, Path]:
-    """Writes ``muse_eval.json`` (the retrain model's copy is the reference) and ``muse_summary.json``,
-    atomically, on rank 0; returns both paths."""
-    out = Path(output_dir).expanduser()
-    paths = out / EVAL_FILE, out / SUMMARY_FILE
-    if dist_rank_world()[0] == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_json(paths[0], per_sample)
-        atomic_json(paths[1], summary)
-    return paths
-
-
 @dataclass
 class MuseOptions:
     """MUSE's flags of ``python -m hf_unlearn.eval --benchmark muse`` (the keywords of :func:`evaluate_muse`)."""
@@ -400,3 +388,22 @@ class MuseOptions:
         metadata={"help": "Context length in tokens; longer prompts and texts are cut from the left (counted in "
                           "num_truncated_prompts). Default: the model's max_position_embeddings."},
     )
+
+
+MUSE = register_benchmark(Benchmark(
+    name="muse",
+    description="MUSE (Shi et al. 2024): VerbMem, KnowMem on forget and retain, PrivLeak, MIA AUCs, extraction "
+                "strength, exact memorisation.",
+    evaluate=evaluate_muse,
+    check=check_muse,
+    options=MuseOptions,
+    eval_file=EVAL_FILE,
+    summary_file=SUMMARY_FILE,
+    history_file="muse_history.json",
+    summary_keys=SUMMARY_KEYS,
+    # VerbMem, MUSE's first criterion (verbatim memorisation of the forget text), falls as the model forgets;
+    # KnowMem on retain is MUSE's utility.
+    forget_metric="forget_verbmem_rouge",
+    utility_metric="retain_knowmem_rouge",
+    forget_metric_higher_is_better=False,
+))
