@@ -375,13 +375,13 @@ def test_own_data_trains_without_tofu_evaluation_and_the_card_says_so(setup, tmp
 
 def _readme_commands() -> list[tuple[str, list[str]]]:
     """(script, argv) of every `python examples/...` / `accelerate launch ... examples/...` line in the README
-    and in the two scripts' docstrings (placeholders such as <target model> become one word)."""
+    and in the TOFU and MUSE scripts' docstrings (placeholders such as <target model> become one word)."""
     import re
     import shlex
 
     text = (REPO / "README.md").read_text()
     blocks = [b.split("```", 1)[0] for b in text.split("```bash")[1:]]
-    for script in ("run_tofu", "finetune_tofu"):
+    for script in ("run_tofu", "finetune_tofu", "run_muse", "finetune_muse"):
         blocks.append((REPO / "examples" / f"{script}.py").read_text().split('"""')[1])
     commands = []
     for block in blocks:
