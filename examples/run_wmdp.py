@@ -59,10 +59,13 @@ class WMDPScriptArguments:
     skip_final_evaluation: bool = field(default=False, metadata={"help": "Skip the evaluation after training."})
 
 
+def make_parser() -> TrlParser:
+    return TrlParser((WMDPScriptArguments, UnlearningConfig, ModelConfig))
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parser = TrlParser((WMDPScriptArguments, UnlearningConfig, ModelConfig))
-    script, args, model_args = parser.parse_args_and_config(args=argv)
+    script, args, model_args = make_parser().parse_args_and_config(args=argv)
     use_gloo_on_cpu(args)
     datasets.disable_progress_bars()
 

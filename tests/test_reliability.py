@@ -403,12 +403,14 @@ def test_readme_commands_parse_with_the_scripts_own_parsers(monkeypatch):
     import finetune_tofu
     import run_muse
     import run_tofu
+    import run_wmdp
 
     from hf_unlearn.validation import RunInputError, parse_arguments
 
     monkeypatch.chdir(REPO)
     commands = _readme_commands()
-    modules = {"finetune_tofu": finetune_tofu, "run_tofu": run_tofu, "finetune_muse": finetune_muse, "run_muse": run_muse}
+    modules = {"finetune_tofu": finetune_tofu, "run_tofu": run_tofu, "finetune_muse": finetune_muse, "run_muse": run_muse,
+               "run_wmdp": run_wmdp}
     assert {script for script, _ in commands} == set(modules) and len(commands) >= 10
     for script, argv in commands:
         module = modules[script]
