@@ -103,46 +103,55 @@ def benchmark(ctx: C.BenchContext):
     folder, _ = C.data_dir(ctx)
     ev = settings(ctx)["eval"]
     return KeptAuthors(folder, batch_size=ev["batch_size"], max_new_tokens=ev["max_new_tokens"],
-                       subsample=ev["subsample"])
+                       subsample=ev["subsample"], show_progress=False)
 
 
-def ensure_references(ctx: C.BenchContext) -> dict:
-    """Each retain model's evaluation on its forget split (the references) and the target's evaluation on
-    each cumulative split (its forget quality before any request)."""
+def ensure_reference(ctx: C.BenchContext, split: str) -> str:
+    """The retain model of `split` evaluated on it: the reference file of the request evaluated on `split`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = cache_dir(ctx) / f"reference-{split}"
+    if not (out / "tofu_summary.json").is_file():
+        path = ensure_model(ctx, RETAIN[split])
+        bench = benchmark(ctx)
+        start = time.perf_counter()
+        per_sample, summary = bench.evaluate(AutoModelForCausalLM.from_pretrained(path),
+                                             AutoTokenizer.from_pretrained(path), split, None)
+        bench.write(out, per_sample, summary)
+        C.log(f"[P8] {RETAIN[split]} on {split}: MU {summary['model_utility']:.4f} ({time.perf_counter() - start:.0f}s)")
+    return str(out / "tofu_eval.json")
+
+
+def ensure_target_eval(ctx: C.BenchContext, split: str) -> dict:
+    """The target evaluated on the cumulative set `split` (its forget quality before any request)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hf_unlearn.eval.runner import read_results
 
-    root = cache_dir(ctx)
+    out = cache_dir(ctx) / f"target-{split}"
+    if not (out / "tofu_summary.json").is_file():
+        reference = ensure_reference(ctx, split)
+        target = ensure_model(ctx, "target")
+        bench = benchmark(ctx)
+        start = time.perf_counter()
+        per_sample, summary = bench.evaluate(AutoModelForCausalLM.from_pretrained(target),
+                                             AutoTokenizer.from_pretrained(target), split, reference)
+        bench.write(out, per_sample, summary)
+        C.log(f"[P8] target on {split}: FQ {summary['forget_quality']:.3g}, MU {summary['model_utility']:.4f} "
+              f"({time.perf_counter() - start:.0f}s)")
+    return read_results(out)[1]
+
+
+def ensure_references(ctx: C.BenchContext) -> dict:
+    """Each retain model's evaluation on its forget split (the references) and the target's evaluation on
+    each cumulative split (request 0)."""
+    from hf_unlearn.eval.tofu import read_results
+
     splits = settings(ctx)["splits"]
-    bench = benchmark(ctx)
-    info = {"references": {}, "target": {}, "seconds": {}}
-    for split in splits:
-        out = root / f"reference-{split}"
-        if not (out / "tofu_summary.json").is_file():
-            path = ensure_model(ctx, RETAIN[split])
-            start = time.perf_counter()
-            per_sample, summary = bench.evaluate(AutoModelForCausalLM.from_pretrained(path),
-                                                 AutoTokenizer.from_pretrained(path), split, None)
-            bench.write(out, per_sample, summary)
-            C.log(f"[P8] {RETAIN[split]} on {split}: MU {summary['model_utility']:.4f} "
-                  f"({time.perf_counter() - start:.0f}s)")
-        info["references"][split] = str(out / "tofu_eval.json")
-        info["retain_summary_" + split] = read_results(out)[1]
-    target = ensure_model(ctx, "target")
-    for split in splits:
-        out = root / f"target-{split}"
-        if not (out / "tofu_summary.json").is_file():
-            start = time.perf_counter()
-            per_sample, summary = bench.evaluate(AutoModelForCausalLM.from_pretrained(target),
-                                                 AutoTokenizer.from_pretrained(target), split,
-                                                 info["references"][split])
-            bench.write(out, per_sample, summary)
-            C.log(f"[P8] target on {split}: FQ {summary['forget_quality']:.3g}, MU {summary['model_utility']:.4f} "
-                  f"({time.perf_counter() - start:.0f}s)")
-        info["target"][split] = read_results(out)[1]
-    info["target_model"] = target
-    return info
+    references = {split: ensure_reference(ctx, split) for split in splits}
+    return {"references": references, "target": {split: ensure_target_eval(ctx, split) for split in splits},
+            "retain": {split: read_results(Path(references[split]).parent)[1] for split in splits},
+            "target_model": ensure_model(ctx, "target")}
 
 
 def run_method(ctx: C.BenchContext, refs: dict, method: str) -> dict:
@@ -173,7 +182,7 @@ def run_method(ctx: C.BenchContext, refs: dict, method: str) -> dict:
 
     start = time.perf_counter()
     result = run_requests(requests, bench, load_model=load_model, tokenizer=tokenizer, args=args,
-                          make_trainer=make_trainer, evaluate_before=False)
+                          make_trainer=make_trainer, evaluate_before=False, resume=True)  # cached per request
     C.log(f"[P8] {method}: FQ {[C.fmt(x) for x in result['metrics']['forget_quality']]}, MU "
           f"{[C.fmt(x, '.4f') for x in result['metrics']['model_utility']]} ({time.perf_counter() - start:.0f}s)")
     return result
@@ -214,7 +223,7 @@ def run(ctx: C.BenchContext) -> dict:
         numbers={"table": table, "target_model_utility": target_mu,
                  "final": {name: {k: cells[k][-1] for k in ("forget_quality", "model_utility", "mu_over_target")
                                   if k in cells} for name, cells in table.items()},
-                 "references": {s: refs["retain_summary_" + s] for s in splits},
+                 "references": refs["retain"],
                  "target_by_split": refs["target"]},
         settings=wanted,
         notes=["value = UNDIAL's lowest model utility over the target's (target MU on forget01's evaluation; the "

@@ -61,7 +61,7 @@ def main(argv=None):
     method = get_method(args.unlearn_method)
     benchmark = TofuRequests(script.dataset_name, key_columns=(script.question_column, script.answer_column),
                              holdout_split=script.holdout_split, batch_size=args.per_device_eval_batch_size,
-                             max_new_tokens=script.max_new_tokens)
+                             max_new_tokens=script.max_new_tokens, show_progress=not args.disable_tqdm)
     requests = plan_requests(benchmark, split_list(sequential.forget_splits), references,
                              mode=sequential.sequential_mode, retain_split=script.retain_split,
                              needs_retain=method.needs_retain(method.settings_from(args)))

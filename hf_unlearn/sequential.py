@@ -89,11 +89,13 @@ class TofuRequests:
     log_scale = ("forget_quality",)
 
     def __init__(self, dataset_name: str, *, key_columns=("question", "answer"), holdout_split: str | None = None,
-                 batch_size: int = 32, max_new_tokens: int = 200, subsample: int | None = None):
+                 batch_size: int = 32, max_new_tokens: int = 200, subsample: int | None = None,
+                 show_progress: bool = True):
         self.dataset_name = dataset_name
         self.key_columns = tuple(key_columns)
         self.holdout_split = holdout_split
-        self.eval_kwargs = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, subsample=subsample)
+        self.eval_kwargs = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, subsample=subsample,
+                                show_progress=show_progress)
 
     def load(self, split: str, role: str = "forget") -> datasets.Dataset:
         """A split, every row checked (a bad row is named by file and line)."""
