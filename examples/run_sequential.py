@@ -28,13 +28,17 @@ from hf_unlearn.pipeline import load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.sequential import (PLOT_FILE, SequentialArguments, TofuRequests, plan_requests, resolve_resume_flag,
                                    run_requests, sequential_model_card, split_list)
 from hf_unlearn.validation import (RunInputError, check_attention, check_dataset_source, check_lora_flags,
-                                   check_model_source, check_output_dir, check_training_numbers, config_file_of)
+                                   check_model_source, check_output_dir, check_training_numbers, config_file_of,
+                                   parse_arguments)
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((SequentialArguments, UnlearningScriptArguments, UnlearningConfig, ModelConfig))
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parser = TrlParser((SequentialArguments, UnlearningScriptArguments, UnlearningConfig, ModelConfig))
-    sequential, script, args, model_args = parser.parse_args_and_config(args=argv)
+    sequential, script, args, model_args = parse_arguments(make_parser(), argv)
     use_gloo_on_cpu(args)
     datasets.disable_progress_bars()
 

@@ -83,7 +83,6 @@ class TofuRequests:
     """TOFU question/answer splits; evaluation `evaluate_tofu` on the request's evaluation split."""
 
     name = "tofu"
-    default_mode = "cumulative"
     plot_metrics = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_rouge", "forget_prob",
                     "privleak")
     log_scale = ("forget_quality",)
@@ -96,6 +95,9 @@ class TofuRequests:
         self.holdout_split = holdout_split
         self.eval_kwargs = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, subsample=subsample,
                                 show_progress=show_progress)
+
+    def default_mode(self, splits: list[str]) -> str:
+        return "cumulative"  # forget01 < forget05 < forget10
 
     def load(self, split: str, role: str = "forget") -> datasets.Dataset:
         """A split, every row checked (a bad row is named by file and line)."""
@@ -156,6 +158,68 @@ class TofuRequests:
         write_results(folder, per_sample, summary)
 
 
+class MuseRequests:
+    """MUSE text splits (``sust/forget_k``, ``scal/forget_k``, any ``config/split``); the six-way MUSE
+    evaluation after every request (it reads the fixed verbmem / knowmem / privleak splits, so every
+    request is evaluated on the same questions; reference k is the retrain model's muse_eval.json)."""
+
+    name = "muse"
+    key_columns = ("text",)
+    plot_metrics = ("forget_verbmem_rouge", "forget_knowmem_rouge", "retain_knowmem_rouge", "privleak",
+                    "mia_min_k_auc")
+    log_scale = ()
+
+    def __init__(self, dataset_name: str, *, retain_split: str = "raw/retain1", batch_size: int = 32,
+                 verbmem_max_new_tokens: int = 128, knowmem_max_new_tokens: int = 32, show_progress: bool = True):
+        self.dataset_name = dataset_name
+        self.retain_split = retain_split
+        self.eval_kwargs = dict(batch_size=batch_size, verbmem_max_new_tokens=verbmem_max_new_tokens,
+                                knowmem_max_new_tokens=knowmem_max_new_tokens, show_progress=show_progress)
+        self._checked = False
+
+    def default_mode(self, splits: list[str]) -> str:
+        """sust (disjoint batches) is sequential; scal (nested sizes) is each from the original model."""
+        from .data.muse import parse_split
+
+        configs = {parse_split(split)[0] for split in splits}
+        return "independent" if configs == {"scal"} else "disjoint"
+
+    def load(self, split: str, role: str = "forget") -> datasets.Dataset:
+        from .data.muse import load_texts
+
+        return datasets.Dataset.from_dict({"text": load_texts(self.dataset_name, split)})
+
+    def default_retain(self, eval_split: str) -> str:
+        return self.retain_split
+
+    def check_evaluation(self, eval_split: str) -> None:
+        from .eval.benchmarks.muse import check_muse
+
+        if not self._checked:  # the same splits for every request
+            check_muse(self.dataset_name, verbmem_max_new_tokens=self.eval_kwargs["verbmem_max_new_tokens"],
+                       knowmem_max_new_tokens=self.eval_kwargs["knowmem_max_new_tokens"])
+            self._checked = True
+
+    def check_reference(self, reference: str, eval_split: str, number: int) -> None:
+        """A MUSE evaluation (not TOFU's) of the same privleak texts."""
+        from .eval.benchmarks.muse import check_muse
+
+        try:
+            check_muse(self.dataset_name, retain_reference=reference)
+        except (ValueError, FileNotFoundError) as err:
+            raise ValueError(f"--retain_references entry {number} ({reference}): {err}") from None
+
+    def evaluate(self, model, tokenizer, eval_split: str, reference: str | None, template=None):
+        from .eval.benchmarks.muse import evaluate_muse
+
+        return evaluate_muse(model, tokenizer, self.dataset_name, retain_reference=reference, **self.eval_kwargs)
+
+    def write(self, folder: Path, per_sample: dict, summary: dict) -> None:
+        from .eval.benchmarks.muse import write_results
+
+        write_results(folder, per_sample, summary)
+
+
 # --------------------------------------------------------------------------------------------------
 # the plan
 # --------------------------------------------------------------------------------------------------
@@ -195,7 +259,7 @@ def plan_requests(benchmark, forget_splits: list[str], retain_references: list[s
                   mode: str | None = None, retain_split: str | None = None, needs_retain: bool = True
                   ) -> list[Request]:
     """Every request, its rows and its reference, checked; raises ValueError naming the problem and the fix."""
-    mode = mode or benchmark.default_mode
+    mode = mode or benchmark.default_mode(forget_splits)
     if mode not in SEQUENTIAL_MODES:
         raise ValueError(f"Unknown --sequential_mode {mode!r}; known: {', '.join(SEQUENTIAL_MODES)}.")
     if not forget_splits:
@@ -453,6 +517,6 @@ def sequential_model_card(done: list[dict], before: dict | None, *, model_name: 
     return ModelCard(head + "\n".join(section) + "\n## Recipe" + recipe_part)
 
 
-__all__ = ["SequentialArguments", "TofuRequests", "Request", "plan_requests", "run_requests", "summarise",
+__all__ = ["SequentialArguments", "TofuRequests", "MuseRequests", "Request", "plan_requests", "run_requests", "summarise",
            "plot_requests", "requests_table", "sequential_model_card", "split_list", "resolve_resume_flag", "SEQUENTIAL_MODES", "REQUEST_FILE", "SUMMARY_FILE",
            "PLOT_FILE"]

@@ -402,6 +402,7 @@ def test_readme_commands_parse_with_the_scripts_own_parsers(monkeypatch):
     import finetune_muse
     import finetune_tofu
     import run_muse
+    import run_sequential
     import run_tofu
     import run_wmdp
 
@@ -410,8 +411,8 @@ def test_readme_commands_parse_with_the_scripts_own_parsers(monkeypatch):
     monkeypatch.chdir(REPO)
     commands = _readme_commands()
     modules = {"finetune_tofu": finetune_tofu, "run_tofu": run_tofu, "finetune_muse": finetune_muse, "run_muse": run_muse,
-               "run_wmdp": run_wmdp}
-    assert {script for script, _ in commands} == set(modules) and len(commands) >= 10
+               "run_wmdp": run_wmdp, "run_sequential": run_sequential}
+    assert {script for script, _ in commands} == set(modules) and len(commands) >= 11
     for script, argv in commands:
         module = modules[script]
         cpu_line = "--bf16" in argv or "--config" not in argv
@@ -419,7 +420,7 @@ def test_readme_commands_parse_with_the_scripts_own_parsers(monkeypatch):
             with pytest.raises(RunInputError, match="add --bf16 false"):
                 parse_arguments(module.make_parser(), argv)
             argv = [*argv, "--bf16", "false"]
-        _, args, _ = parse_arguments(module.make_parser(), argv)
+        args = parse_arguments(module.make_parser(), argv)[-2]  # (..., UnlearningConfig / TrainingArguments, ModelConfig)
         assert not args.bf16 or not cpu_line
 
 

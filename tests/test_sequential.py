@@ -181,3 +181,20 @@ def test_run_sequential_with_accelerate_launch(seq_setup, tmp_path):
     assert [r["split"] for r in summary["requests"]] == ["forget01", "forget05"]
     assert all(0.0 <= fq <= 1.0 for fq in summary["metrics"]["forget_quality"])
     assert (out / "request_2_forget05" / "model.safetensors").is_file()
+
+
+def test_plan_muse_sust_is_sequential_and_scal_independent(seq_setup, tmp_path):
+    from hf_unlearn.offline.muse_synthetic import generate_muse, write_muse
+    from hf_unlearn.sequential import MuseRequests, plan_requests
+
+    corpus = generate_muse(num_forget=8, num_retain1=2, num_retain2=2, num_holdout=2, seed=0)
+    muse = MuseRequests(str(write_muse(tmp_path / "muse", corpus)))
+    sust = plan_requests(muse, [f"sust/forget_{k}" for k in range(1, 5)], needs_retain=True)
+    assert [r.forget["text"] for r in sust] == [corpus["sust"][f"forget_{k}"] for k in range(1, 5)]
+    assert all(r.continues for r in sust) and {r.retain_split for r in sust} == {"raw/retain1"}
+    scal = plan_requests(muse, [f"scal/forget_{k}" for k in range(1, 5)], needs_retain=False)
+    assert [len(r.forget) for r in scal] == [2, 4, 6, 8] and not any(r.continues for r in scal)
+    with pytest.raises(ValueError, match="disjoint needs requests that share no row, but 'scal/forget_2' has 2"):
+        plan_requests(muse, ["scal/forget_1", "scal/forget_2"], mode="disjoint", needs_retain=False)
+    with pytest.raises(ValueError, match="entry 1 .* is not a MUSE evaluation"):  # a TOFU reference
+        plan_requests(muse, ["sust/forget_1"], [seq_setup["references"][0]], needs_retain=False)
