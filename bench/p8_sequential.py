@@ -144,12 +144,12 @@ def ensure_target_eval(ctx: C.BenchContext, split: str) -> dict:
 
 def ensure_references(ctx: C.BenchContext) -> dict:
     """Each retain model's evaluation on its forget split (the references) and the target's evaluation on
-    each cumulative split (request 0)."""
-    from hf_unlearn.eval.tofu import read_results
+    the first request's split (request 0: the model before any request, as run_sequential's "start")."""
+    from hf_unlearn.eval.runner import read_results
 
     splits = settings(ctx)["splits"]
     references = {split: ensure_reference(ctx, split) for split in splits}
-    return {"references": references, "target": {split: ensure_target_eval(ctx, split) for split in splits},
+    return {"references": references, "target": ensure_target_eval(ctx, splits[0]),
             "retain": {split: read_results(Path(references[split]).parent)[1] for split in splits},
             "target_model": ensure_model(ctx, "target")}
 
@@ -196,10 +196,11 @@ def run(ctx: C.BenchContext) -> dict:
     refs = ensure_references(ctx)
     wanted = settings(ctx)
     splits = wanted["splits"]
-    target_mu = refs["target"][splits[0]]["model_utility"]
-    table = {"target": {"forget_quality": [refs["target"][s]["forget_quality"] for s in splits],
-                        "model_utility": [refs["target"][s]["model_utility"] for s in splits],
-                        "retain_utility": [Q.retain_utility(refs["target"][s]) for s in splits]}}
+    start = refs["target"]
+    target_mu = start["model_utility"]
+    table = {"target": {"forget_quality": [start["forget_quality"]], "model_utility": [target_mu],
+                        "forget_rouge": [start["forget_rouge"]], "forget_prob": [start["forget_prob"]],
+                        "retain_utility": [Q.retain_utility(start)]}}
     for method in METHODS:
         result = run_method(ctx, refs, method)
         m = result["metrics"]
@@ -209,6 +210,9 @@ def run(ctx: C.BenchContext) -> dict:
                                                                                    "retain_truth_ratio")})
                                             for i in range(len(splits))],
                          "mu_over_target": [_ratio(x, target_mu) for x in m["model_utility"]],
+                         "retain_utility_over_target": [_ratio(Q.retain_utility({k: m[k][i] for k in (
+                             "retain_prob", "retain_rouge", "retain_truth_ratio")}), Q.retain_utility(start))
+                             for i in range(len(splits))],
                          "rows": [r["rows"] for r in result["requests"]], "steps": result["steps"],
                          "train_seconds": result["train_seconds"]}
     undial = table["undial"]["mu_over_target"]
@@ -216,7 +220,8 @@ def run(ctx: C.BenchContext) -> dict:
     for name, cells in table.items():
         C.log(f"[P8] {name}: FQ {', '.join(C.fmt(x) for x in cells['forget_quality'])}; MU "
               f"{', '.join(C.fmt(x, '.4f') for x in cells['model_utility'])}")
-    display = "UNDIAL MU/target after requests " + ", ".join(C.fmt(x, ".2f") for x in undial)
+    display = ("UNDIAL MU/target after requests " + ", ".join(C.fmt(x, ".2f") for x in undial) + "; retain-side "
+               "utility/target " + ", ".join(C.fmt(x, ".2f") for x in table["undial"]["retain_utility_over_target"]))
     return C.write_result(
         ctx, ID, measure=MEASURE, value=worst, target=TARGET,
         passed=None if ctx.smoke or worst is None else worst >= FLOOR, display=display,
@@ -224,7 +229,7 @@ def run(ctx: C.BenchContext) -> dict:
                  "final": {name: {k: cells[k][-1] for k in ("forget_quality", "model_utility", "mu_over_target")
                                   if k in cells} for name, cells in table.items()},
                  "references": refs["retain"],
-                 "target_by_split": refs["target"]},
+                 "target_summary": refs["target"]},
         settings=wanted,
         notes=["value = UNDIAL's lowest model utility over the target's (target MU on forget01's evaluation; the "
                "utility splits are the same for every request), across the requests.",

@@ -83,6 +83,7 @@ class TofuRequests:
     """TOFU question/answer splits; evaluation `evaluate_tofu` on the request's evaluation split."""
 
     name = "tofu"
+    card_metrics = ("forget_quality", "model_utility", "forget_rouge")
     plot_metrics = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_rouge", "forget_prob",
                     "privleak")
     log_scale = ("forget_quality",)
@@ -165,6 +166,7 @@ class MuseRequests:
 
     name = "muse"
     key_columns = ("text",)
+    card_metrics = ("forget_verbmem_rouge", "forget_knowmem_rouge", "retain_knowmem_rouge", "privleak")
     plot_metrics = ("forget_verbmem_rouge", "forget_knowmem_rouge", "retain_knowmem_rouge", "privleak",
                     "mia_min_k_auc")
     log_scale = ()
