@@ -217,9 +217,9 @@ class MuseRequests:
         return evaluate_muse(model, tokenizer, self.dataset_name, retain_reference=reference, **self.eval_kwargs)
 
     def write(self, folder: Path, per_sample: dict, summary: dict) -> None:
-        from .eval.benchmarks.muse import write_results
+        from .eval.runner import write_results
 
-        write_results(folder, per_sample, summary)
+        write_results(folder, per_sample, summary, benchmark="muse")
 
 
 # --------------------------------------------------------------------------------------------------

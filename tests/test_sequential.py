@@ -198,3 +198,41 @@ def test_plan_muse_sust_is_sequential_and_scal_independent(seq_setup, tmp_path):
         plan_requests(muse, ["scal/forget_1", "scal/forget_2"], mode="disjoint", needs_retain=False)
     with pytest.raises(ValueError, match="entry 1 .* is not a MUSE evaluation"):  # a TOFU reference
         plan_requests(muse, ["sust/forget_1"], [seq_setup["references"][0]], needs_retain=False)
+
+
+def test_run_sequential_on_muse_sust(tmp_path):
+    """The docstring's MUSE line on the synthetic corpus: sust requests one after another, each evaluated six ways."""
+    import run_sequential
+
+    from hf_unlearn.data.muse import muse_strings
+    from hf_unlearn.eval.benchmarks.muse import evaluate_muse
+    from hf_unlearn.eval.runner import write_results
+    from hf_unlearn.offline.muse_synthetic import generate_muse, write_muse
+    from hf_unlearn.offline.tiny import build_tiny_llama, train_tokenizer
+
+    corpus = generate_muse(num_forget=4, num_retain1=2, num_retain2=2, num_holdout=2, seed=0)
+    data = write_muse(tmp_path / "muse", corpus)
+    tokenizer = train_tokenizer(muse_strings(str(data)), vocab_size=300)
+    model = build_tiny_llama(tokenizer, seed=0, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=64, max_position_embeddings=256)
+    model.save_pretrained(tmp_path / "target")
+    tokenizer.save_pretrained(tmp_path / "target")
+    per_sample, summary = evaluate_muse(model, tokenizer, str(data), verbmem_max_new_tokens=2, knowmem_max_new_tokens=2,
+                                        show_progress=False)
+    write_results(tmp_path / "retrain", per_sample, summary, benchmark="muse")  # stands in for the retrain reference
+    reference = str(tmp_path / "retrain" / "muse_eval.json")
+    out = tmp_path / "sust"
+    result = run_sequential.main([
+        "--benchmark", "muse", "--dataset_name", str(data), "--model_name_or_path", str(tmp_path / "target"),
+        "--forget_splits", "sust/forget_1,sust/forget_2", "--retain_references", f"{reference},{reference}",
+        "--output_dir", str(out), "--unlearn_method", "npo", "--max_steps", "1", "--per_device_train_batch_size", "2",
+        "--max_length", "64", "--max_new_tokens", "2", "--knowmem_max_new_tokens", "2", "--evaluate_before", "false",
+        "--report_to", "none", "--disable_tqdm", "true", "--use_cpu", "true"])
+    assert [r["split"] for r in result["requests"]] == ["sust/forget_1", "sust/forget_2"]
+    assert [r["rows"] for r in result["requests"]] == [1, 1] and result["requests"][0]["retain_split"] == "raw/retain1"
+    second = json.loads((out / "request_2_sust_forget_2" / "sequential_request.json").read_text())
+    assert second["started_from"] == "request_1_sust_forget_1"
+    for k, folder in enumerate(("request_1_sust_forget_1", "request_2_sust_forget_2")):
+        summary = json.loads((out / folder / "muse_summary.json").read_text())
+        assert summary["privleak"] == result["metrics"]["privleak"][k] and summary["privleak"] is not None
+    assert "forget_verbmem_rouge" in (out / "README.md").read_text()
