@@ -236,3 +236,34 @@ def test_run_sequential_on_muse_sust(tmp_path):
         summary = json.loads((out / folder / "muse_summary.json").read_text())
         assert summary["privleak"] == result["metrics"]["privleak"][k] and summary["privleak"] is not None
     assert "forget_verbmem_rouge" in (out / "README.md").read_text()
+
+
+def test_lora_requests_continue_from_the_merged_adapters(seq_setup, tmp_path, monkeypatch):
+    """With --use_peft each request saves an adapter; the next request starts from the target with every earlier
+    adapter merged in order (and trains a new adapter on top)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    import run_sequential
+    from hf_unlearn import UnlearningTrainer
+
+    starts = []
+
+    class SpyTrainer(UnlearningTrainer):
+        def __init__(self, model=None, **kwargs):
+            starts.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+            super().__init__(model=model, **kwargs)
+
+    monkeypatch.setattr(run_sequential, "UnlearningTrainer", SpyTrainer)
+    out = tmp_path / "lora"
+    run_sequential.main(flags(seq_setup, out, "--use_peft", "true", "--lora_r", "2", "--lora_target_modules", "q_proj",
+                              "v_proj", "--evaluate_before", "false", splits=SPLITS[:2],
+                              references=seq_setup["references"][:2], method="ga", optimizer="adamw"))
+    assert (out / "request_1_forget01" / "adapter_model.safetensors").is_file()
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(seq_setup["target"]),
+                                       out / "request_1_forget01").merge_and_unload().state_dict()
+    assert all(torch.equal(starts[1][name], merged[name]) for name in merged)
+    target = AutoModelForCausalLM.from_pretrained(seq_setup["target"]).state_dict()
+    assert not torch.equal(starts[1]["model.layers.0.self_attn.q_proj.weight"],
+                           target["model.layers.0.self_attn.q_proj.weight"])
