@@ -196,7 +196,11 @@ BAD_INPUTS = {
 def test_bad_input_is_refused_up_front_with_nothing_written(case, setup, tmp_path, monkeypatch):
     import run_tofu
 
+    import huggingface_hub
+
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: no network waits
     monkeypatch.chdir(tmp_path)
     argv, out = _case_inputs(setup, tmp_path, case)
     existed = out.exists()
