@@ -52,8 +52,9 @@ def main():
 
         data = write_synthetic_tofu(out / "data", num_authors=args.num_authors,
                                     questions_per_author=args.questions_per_author, seed=0)
+    # --overwrite_output_dir: the demo's folders are its own, so `make demo` can run again
     common = ["--dataset_name", data, "--report_to", "none", "--save_strategy", "no", "--seed", 0,
-              "--disable_tqdm", "true"]
+              "--disable_tqdm", "true", "--overwrite_output_dir", "true"]
     size = ["--tiny_size", args.tiny_size]
     finetune = ["--model_name_or_path", "tiny-llama", "--num_train_epochs", args.finetune_epochs,
                 "--learning_rate", args.finetune_lr, "--lr_scheduler_type", "cosine", "--warmup_steps", 0.05,
