@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: install test test-fast test-min constraints demo bench bench-quality clean
+.PHONY: install test test-fast test-min constraints demo bench bench-quality bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,10 @@ bench: install
 
 bench-quality: install
 	$(PY) -m bench --quality --output_dir bench/results
+
+# what only a GPU can measure (docs/benchmarks.md, bench/gpu.sh); --dry-run checks it on CPU
+bench-gpu: install
+	PYTHON=$(PY) bash bench/gpu.sh
 
 clean:
 	rm -rf demo_out .pytest_cache build *.egg-info

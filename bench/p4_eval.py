@@ -132,7 +132,8 @@ def run(ctx: C.BenchContext) -> dict:
         model_dir = eval_model.ensure(ctx)
         model = AutoModelForCausalLM.from_pretrained(model_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model_kind = f"bench.eval_model {model_dir.name}: {eval_model.SHAPE} trained {eval_model.TRAIN}"
+        model_kind = (f"bench.eval_model {model_dir.name}: {eval_model.SHAPE} trained {eval_model.TRAIN} "
+                      f"then {eval_model.STAGE2}")
     n_params = sum(p.numel() for p in model.parameters())
     model.eval()
 
@@ -141,6 +142,11 @@ def run(ctx: C.BenchContext) -> dict:
     # one round each: the decode counts are deterministic, the whole-process runs below carry the timing claim
     gen_times, gen_stats, gen_texts = _generation_side_by_side(model, tokenizer, questions, max_new, 1)
     del model
+    gen_ratio = C.median(gen_times["generate"]) / C.median(gen_times["pool"])
+    C.log(f"[P4] generation only ({len(questions)} questions): generate {C.fmt(C.median(gen_times['generate']))} s "
+          f"vs pool {C.fmt(C.median(gen_times['pool']))} s = {gen_ratio:.2f}x; decode waste "
+          f"{gen_stats['generate'].waste * 100:.1f}% -> {gen_stats['pool'].waste * 100:.1f}%; identical outputs: "
+          f"{gen_texts['generate'] == gen_texts['pool']}; {C.machine_line()}")
 
     # 1. whole process, ABBA
     work = Path(tempfile.mkdtemp(prefix="hf_unlearn_p4_"))
@@ -152,7 +158,8 @@ def run(ctx: C.BenchContext) -> dict:
         for r in range(repeats):
             order = list(sides) if r % 2 else list(sides)[::-1]
             for name in order:
-                runs[name].append(run_cli(sides[name], str(model_dir), data, work / f"{name}-{r}", ctx.threads or 1,
+                runs[name].append(run_cli(sides[name], str(Path(model_dir).resolve()), str(Path(data).resolve()),
+                                          work / f"{name}-{r}", ctx.threads or 1,
                                           max_new, subsample, in_process=ctx.smoke))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -166,7 +173,6 @@ def run(ctx: C.BenchContext) -> dict:
         same_drift = _summary_drift(runs["before"][0]["summary"], runs["after"][0]["summary"])
     waste = {k: {"row_steps": s.row_steps, "finished_row_steps": s.finished_row_steps, "waste": s.waste}
              for k, s in gen_stats.items()}
-    gen_ratio = C.median(gen_times["generate"]) / C.median(gen_times["pool"])
 
     C.log(f"[P4] compared: python -m hf_unlearn.eval at {rev} (before) vs the working tree (after), "
           f"{repeats} run(s) each, ABBA; {model_kind} ({n_params / 1e6:.2f}M parameters); {data_kind}; "
@@ -175,10 +181,6 @@ def run(ctx: C.BenchContext) -> dict:
                                              f"{[x['load_1min_before'] for x in v]})" for k, v in runs.items())
           + (f" -> before/after {ratio:.2f}x; identical generations: {same_generations}; largest summary "
              f"difference {same_drift:.2g}" if ratio else " (no before side: smoke run, or git archive failed)"))
-    C.log(f"[P4] generation only ({len(questions)} questions): generate {C.fmt(C.median(gen_times['generate']))} s "
-          f"vs pool {C.fmt(C.median(gen_times['pool']))} s = {gen_ratio:.2f}x; decode waste "
-          f"{waste['generate']['waste'] * 100:.1f}% -> {waste['pool']['waste'] * 100:.1f}%; identical outputs: "
-          f"{gen_texts['generate'] == gen_texts['pool']}")
     return C.write_result(
         ctx, ID, measure=MEASURE, value=ratio, target=TARGET,
         passed=None if (ctx.smoke or ratio is None) else bool(waste["pool"]["waste"] <= 0.15 and same_generations),
