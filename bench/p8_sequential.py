@@ -161,7 +161,7 @@ def run_method(ctx: C.BenchContext, refs: dict, method: str) -> dict:
     from hf_unlearn import UnlearningTrainer
     from hf_unlearn.sequential import plan_requests, run_requests
 
-    from hf_unlearn.methods.registry import get_method
+    from hf_unlearn.methods import get_method
 
     wanted = settings(ctx)
     bench = benchmark(ctx)

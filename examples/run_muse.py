@@ -23,7 +23,7 @@ from hf_unlearn.eval.benchmarks.muse import MUSE, model_context
 from hf_unlearn.eval.callback import ForgetQualityCallback
 from hf_unlearn.eval.runner import write_results
 from hf_unlearn.hub import check_push_credentials
-from hf_unlearn.methods.registry import get_method
+from hf_unlearn.methods import get_method
 from hf_unlearn.offline.tiny import TINY_PRESET
 from hf_unlearn.pipeline import describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.validation import (
@@ -98,22 +98,23 @@ def main(argv=None):
     datasets.disable_progress_bars()
     run = prepare(script, args, model_args, argv)
     trainer, before, after = unlearn(script, args, model_args, run)
+    card = {}
     if trainer.is_world_process_zero():
         output_dir = Path(args.output_dir)
         (output_dir / "run_info.json").write_text(json.dumps(
             {"train_seconds": trainer.train_seconds, "before": before, "after": after}, indent=2))
-        trainer.card_info = dict(
+        card = dict(  # for the card written here and the one push_to_hub writes again
             base_model=model_args.model_name_or_path, dataset_name=script.dataset_name,
             forget_split=script.forget_split, retain_split=run.retain_split,
-            results=after, results_before=before, benchmark="MUSE",
+            results=after, results_before=before, benchmark="MUSE", tags=["muse"],
             script_args={k: v for k, v in vars(script).items() if v is not None},
         )
-        trainer.create_model_card(tags=["muse"])
+        trainer.create_model_card(**card)
         keys = ("forget_verbmem_rouge", "forget_knowmem_rouge", "retain_knowmem_rouge", "privleak")
         summary = ", ".join(f"{k}={after[k]:.4g}" for k in keys if after and after.get(k) is not None)
         print(f"[run_muse] trained in {trainer.train_seconds:.1f}s; {summary}; wrote {output_dir}")
     if args.push_to_hub:
-        trainer.push_to_hub(commit_message=f"hf-unlearn: {args.unlearn_method} on MUSE {script.forget_split}")
+        trainer.push_to_hub(commit_message=f"hf-unlearn: {args.unlearn_method} on MUSE {script.forget_split}", **card)
     return after
 
 

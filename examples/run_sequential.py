@@ -33,7 +33,7 @@ from hf_unlearn.config import MuseScriptArguments, UnlearningScriptArguments
 from hf_unlearn.data.muse import muse_strings
 from hf_unlearn.eval.benchmarks.muse import model_context
 from hf_unlearn.hub import check_push_credentials, recipe_of
-from hf_unlearn.methods.registry import get_method
+from hf_unlearn.methods import get_method
 from hf_unlearn.offline.tiny import TINY_PRESET
 from hf_unlearn.pipeline import load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.sequential import (PLOT_FILE, MuseRequests, SequentialArguments, TofuRequests, plan_requests,

@@ -23,7 +23,7 @@ from hf_unlearn.eval.benchmarks import get_benchmark
 from hf_unlearn.eval.callback import ForgetQualityCallback
 from hf_unlearn.eval.runner import write_results
 from hf_unlearn.hub import check_push_credentials
-from hf_unlearn.methods.registry import get_method
+from hf_unlearn.methods import get_method
 from hf_unlearn.offline.tiny import TINY_PRESET
 from hf_unlearn.pipeline import describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.reporting import plot_unlearning
@@ -110,6 +110,7 @@ def main(argv=None):
                                                **eval_kwargs)
         if trainer.is_world_process_zero():
             write_results(args.output_dir, per_sample, after, benchmark)
+    card = {}
     if trainer.is_world_process_zero():
         output_dir = Path(args.output_dir)
         history = [{"step": h["step"], **h["metrics"]} for h in callbacks[0].history] if callbacks else []
@@ -118,19 +119,20 @@ def main(argv=None):
                                title=f"{args.unlearn_method} + {args.unlearn_optimizer}") if drawn else None
         (output_dir / "run_info.json").write_text(json.dumps(
             {"train_seconds": train_seconds, "before": before, "after": after}, indent=2))
-        trainer.card_info = dict(
-            model_name=args.hub_model_id or f"{args.unlearn_method}-{args.unlearn_optimizer}-{Path(script.forget_split).stem}",
+        card = dict(  # for the card written here and the one push_to_hub writes again
+            model_name=args.hub_model_id.split("/")[-1] if args.hub_model_id
+            else f"{args.unlearn_method}-{args.unlearn_optimizer}-{Path(script.forget_split).stem}",
             base_model=model_args.model_name_or_path, dataset_name=script.dataset_name,
             forget_split=script.forget_split, retain_split=run.retain_split,
             results=after, results_before=before, plot_file=plot.name if plot else None,
             script_args={**card_flags(script), "dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch.")},
         )
-        trainer.create_model_card()
+        trainer.create_model_card(**card)
         summary = ", ".join(f"{k}={after[k]:.4g}" for k in ("forget_quality", "model_utility") if after and
                             after.get(k) is not None)
         print(f"[run_tofu] trained in {train_seconds:.1f}s; {summary}; wrote {output_dir}")
     if args.push_to_hub:
-        trainer.push_to_hub(commit_message=f"hf-unlearn: {args.unlearn_method} on {script.forget_split}")
+        trainer.push_to_hub(commit_message=f"hf-unlearn: {args.unlearn_method} on {script.forget_split}", **card)
     return after
 
 

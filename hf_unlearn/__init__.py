@@ -3,7 +3,7 @@
 from .callbacks import HessianRefreshCallback
 from .config import UnlearningConfig
 from .data.pairing import UnlearningCollator, UnlearningPairs, build_unlearning_dataset
-from .methods.registry import METHODS
+from .methods import METHODS
 from .optim import SophiaG
 from .trainer import UnlearningTrainer
 

@@ -6,24 +6,71 @@ YAML recipes, and every field's help names the source of its default.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
 from .data.formatting import PromptTemplateArguments
+from .methods import METHODS, get_method, hyperparameters, method_names
 
-UNLEARN_METHODS = ("ga", "grad_diff", "kl", "npo", "simnpo", "idk_nll", "idk_dpo", "undial", "rmu")
 UNLEARN_OPTIMIZERS = ("adamw", "sophia")
 HESSIAN_ESTIMATORS = ("gnb", "hutchinson", "empirical")
 
 
+def _default_weights(kind: str) -> str:
+    """'1.0; simnpo 0.125 from <source>': the methods' default weights, for the help of --forget_weight/--retain_weight."""
+    others = [f"{m.name} {getattr(m, f'default_{kind}_weight')} from {m.weights_source}" for m in METHODS.values()
+              if getattr(m, f"default_{kind}_weight") != 1.0]
+    return "; ".join(["1.0", *others])
+
+
+# The methods' own flags (--npo_beta, --undial_beta, ...), each defined once with its method in hf_unlearn/methods/.
+MethodArguments = dataclasses.make_dataclass(
+    "MethodArguments",
+    [(h.name, h.type, field(default=h.default, metadata={"help": h.help})) for h in hyperparameters().values()],
+)
+MethodArguments.__module__ = __name__
+
+
 @dataclass
-class UnlearningConfig(TrainingArguments, PromptTemplateArguments):
+class SophiaArguments:
+    """SophiaG's flags (SOUL): read only with ``--unlearn_optimizer sophia``."""
+
+    hessian_estimator: str = field(
+        default="gnb",
+        metadata={"help": "SophiaG's Hessian estimate: 'gnb' (Gauss-Newton-Bartlett, Sophia-G, the default), "
+                          "'hutchinson' (Sophia-H) or 'empirical' (S*g*g every step: SOUL's released code)."},
+    )
+    hessian_update_interval: int = field(
+        default=10, metadata={"help": "k: refresh the Hessian every k optimizer steps. Default 10 (Sophia repo)."}
+    )
+    hessian_batch_fraction: float = field(
+        default=1.0,
+        metadata={"help": "Fraction of each batch's rows (forget and retain alike) that the GNB refresh samples from. "
+                          "GNB is unbiased for any number of tokens and h is an EMA over refreshes, so 0.5 halves "
+                          "the refresh's forward and backward for a noisier estimate. Default 1.0: the whole batch."},
+    )
+    sophia_rho: float = field(default=0.04, metadata={"help": "SophiaG rho. Default 0.04 (Sophia repo; SOUL)."})
+    sophia_beta1: float = field(default=0.965, metadata={"help": "SophiaG beta1. Default 0.965 (Sophia repo)."})
+    sophia_beta2: float = field(default=0.99, metadata={"help": "SophiaG beta2. Default 0.99 (Sophia repo)."})
+
+
+# TrainingArguments flags that shape an unlearning run: its recipe holds them beside the unlearning flags.
+TRAINING_RECIPE_FIELDS = (
+    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "weight_decay", "lr_scheduler_type", "warmup_ratio", "warmup_steps", "max_grad_norm", "seed", "bf16", "fp16",
+)
+
+
+@dataclass
+class UnlearningConfig(TrainingArguments, PromptTemplateArguments, MethodArguments, SophiaArguments):
     r"""Training arguments for [`UnlearningTrainer`].
 
-    Inherits every `TrainingArguments` flag and the prompt-format flags of `PromptTemplateArguments`
-    (`--prompt_template` ...). Defaults that differ from `TrainingArguments`:
+    Inherits every `TrainingArguments` flag, the prompt-format flags of `PromptTemplateArguments`
+    (`--prompt_template` ...), the methods' own flags (`MethodArguments`, from their definitions in
+    `hf_unlearn/methods/`: `--npo_beta`, `--undial_beta`, ...) and SophiaG's (`SophiaArguments`). Defaults that differ from `TrainingArguments`:
     `learning_rate=1e-5`, `num_train_epochs=5`, `lr_scheduler_type="linear"`, `warmup_steps=0`,
     `weight_decay=0.01` (TOFU's unlearning recipe: lr 1e-5, 5 epochs, wd 0.01),
     `remove_unused_columns=False` (batches are nested), `logging_steps=5`, `save_strategy="no"`,
@@ -33,18 +80,18 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments):
     # --- method -----------------------------------------------------------------------------
     unlearn_method: str = field(
         default="grad_diff",
-        metadata={"help": f"Unlearning objective, one of {', '.join(UNLEARN_METHODS)}. Default grad_diff "
+        metadata={"help": f"Unlearning objective, one of {', '.join(method_names())}. Default grad_diff "
                           "(TOFU's strongest simple baseline, Maini et al. 2024)."},
     )
     forget_weight: float | None = field(
         default=None,
-        metadata={"help": "gamma, the weight of the forget term. Default: the method's own (1.0; simnpo 0.125 "
-                          "from open-unlearning's TOFU SimNPO config)."},
+        metadata={"help": "gamma, the weight of the forget term. Default: the method's own "
+                          f"({_default_weights('forget')})."},
     )
     retain_weight: float | None = field(
         default=None,
-        metadata={"help": "alpha, the weight of the retain term. Default: the method's own (1.0; undial 0.0 as in "
-                          "the UNDIAL paper, arXiv 2402.10052)."},
+        metadata={"help": "alpha, the weight of the retain term. Default: the method's own "
+                          f"({_default_weights('retain')})."},
     )
     retain_loss_type: str = field(
         default="nll",
@@ -56,36 +103,6 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments):
         metadata={"help": "Positions the KL retain term averages over: 'answer' (retain answer tokens, as the TOFU "
                           "paper defines it) or 'all' (every position of the padded batch, prompt and padding "
                           "included: open-unlearning's compute_kl_divergence, for comparable numbers). Default answer."},
-    )
-    npo_beta: float = field(
-        default=0.1,
-        metadata={"help": "beta of NPO and of IdkDPO's DPO loss. Default 0.1 (NPO paper arXiv 2404.05868; TOFU's "
-                          "IdkDPO)."},
-    )
-    simnpo_beta: float = field(
-        default=4.5, metadata={"help": "SimNPO beta. Default 4.5 (open-unlearning TOFU SimNPO config)."}
-    )
-    simnpo_gamma: float = field(
-        default=0.0,
-        metadata={"help": "SimNPO reward margin gamma, where the SimNPO paper puts it: -(2/beta) log sigmoid(beta * "
-                          "NLL/|y| - gamma). Default 0. open-unlearning's margin delta sits inside the product, "
-                          "beta * (NLL/|y| - delta): its delta equals gamma / beta (see docs/conventions.md)."}
-    )
-    undial_beta: float = field(
-        default=10.0,
-        metadata={"help": "UNDIAL strength: subtracted from the teacher's logit of the label token. Default 10 "
-                          "(open-unlearning's TOFU UNDIAL config; arXiv 2402.10052)."},
-    )
-    rmu_layer: int = field(
-        default=7,
-        metadata={"help": "RMU: decoder layer whose output is steered; layers rmu_layer-2..rmu_layer have their "
-                          "mlp.down_proj trained. Default 7 (WMDP RMU code, arXiv 2403.03218, for 7B models)."},
-    )
-    rmu_steering_coeff: float = field(
-        default=20.0,
-        metadata={"help": "RMU: norm c of the random control vector. Default 20, the default argument of "
-                          "open-unlearning's RMU trainer (its TOFU RMU config runs 300 with alpha 1000; the WMDP code "
-                          "used 6.5 for Zephyr-7B): tune it to the model's activation norms."},
     )
     max_length: int = field(
         default=512,
@@ -113,23 +130,6 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments):
         metadata={"help": "'adamw' defers to Trainer and its `optim` flag; 'sophia' injects SophiaG (SOUL, arXiv "
                           "2404.18239). Default adamw."},
     )
-    hessian_estimator: str = field(
-        default="gnb",
-        metadata={"help": "SophiaG's Hessian estimate: 'gnb' (Gauss-Newton-Bartlett, Sophia-G, the default), "
-                          "'hutchinson' (Sophia-H) or 'empirical' (S*g*g every step: SOUL's released code)."},
-    )
-    hessian_update_interval: int = field(
-        default=10, metadata={"help": "k: refresh the Hessian every k optimizer steps. Default 10 (Sophia repo)."}
-    )
-    hessian_batch_fraction: float = field(
-        default=1.0,
-        metadata={"help": "Fraction of each batch's rows (forget and retain alike) that the GNB refresh samples from. "
-                          "GNB is unbiased for any number of tokens and h is an EMA over refreshes, so 0.5 halves "
-                          "the refresh's forward and backward for a noisier estimate. Default 1.0: the whole batch."},
-    )
-    sophia_rho: float = field(default=0.04, metadata={"help": "SophiaG rho. Default 0.04 (Sophia repo; SOUL)."})
-    sophia_beta1: float = field(default=0.965, metadata={"help": "SophiaG beta1. Default 0.965 (Sophia repo)."})
-    sophia_beta2: float = field(default=0.99, metadata={"help": "SophiaG beta2. Default 0.99 (Sophia repo)."})
 
     # --- TrainingArguments defaults changed for unlearning ---------------------------------------
     learning_rate: float = field(default=1e-5, metadata={"help": "Default 1e-5 (TOFU unlearning)."})
@@ -149,8 +149,8 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments):
     def __post_init__(self):
         super().__post_init__()
         problems = []
-        if self.unlearn_method not in UNLEARN_METHODS:
-            problems.append(f"unknown unlearn_method {self.unlearn_method!r}; known: {', '.join(UNLEARN_METHODS)}")
+        if self.unlearn_method not in METHODS:
+            problems.append(f"unknown unlearn_method {self.unlearn_method!r}; known: {', '.join(method_names())}")
         if self.retain_loss_type not in ("nll", "kl"):
             problems.append(f"retain_loss_type must be 'nll' or 'kl', got {self.retain_loss_type!r}")
         if self.retain_kl_positions not in ("answer", "all"):
@@ -159,14 +159,11 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments):
             problems.append(f"unknown unlearn_optimizer {self.unlearn_optimizer!r}; known: {', '.join(UNLEARN_OPTIMIZERS)}")
         if self.hessian_estimator not in HESSIAN_ESTIMATORS:
             problems.append(f"unknown hessian_estimator {self.hessian_estimator!r}; known: {', '.join(HESSIAN_ESTIMATORS)}")
-        for name in ("forget_weight", "retain_weight", "npo_beta", "simnpo_beta", "simnpo_gamma", "undial_beta",
-                     "rmu_steering_coeff", "sophia_rho", "sophia_beta1", "sophia_beta2"):
+        for name in ("forget_weight", "retain_weight", "sophia_rho", "sophia_beta1", "sophia_beta2"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 problems.append(f"{name} must be a finite number, got {value}")
-        for name in ("npo_beta", "simnpo_beta"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name} must be > 0 (it divides the loss), got {getattr(self, name)}")
+        problems += [p for h in hyperparameters().values() if (p := h.problem(getattr(self, h.name)))]
         if not 0.0 < self.hessian_batch_fraction <= 1.0:
             problems.append(f"hessian_batch_fraction must be in (0, 1], got {self.hessian_batch_fraction}")
         elif self.hessian_batch_fraction != 1.0 and self.hessian_estimator != "gnb":
@@ -188,6 +185,23 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments):
             problems.append(f"need 1 <= max_prompt_length < max_length, got {self.max_prompt_length} / {self.max_length}")
         if problems:
             raise ValueError("Invalid UnlearningConfig: " + "; ".join(problems) + ".")
+
+    def recipe(self) -> dict:
+        """The flags that define this run (the model card's recipe): the unlearning flags it uses (its method's
+        own, the retain flags only with a retain term, SophiaG's only with SophiaG) and `TRAINING_RECIPE_FIELDS`."""
+        method = get_method(self.unlearn_method)
+        unused = set(hyperparameters()) - {h.name for h in method.hyperparameters}
+        settings = method.settings_from(self)
+        if not method.needs_retain(settings):
+            unused |= {"retain_weight", "retain_loss_type"}
+        if not (method.needs_retain(settings) and settings.retain_loss_type == "kl"):
+            unused.add("retain_kl_positions")
+        if self.unlearn_optimizer != "sophia":
+            unused |= {f.name for f in dataclasses.fields(SophiaArguments)}
+        inherited = {f.name for cls in (TrainingArguments, PromptTemplateArguments) for f in dataclasses.fields(cls)}
+        names = [f.name for f in dataclasses.fields(self) if f.name not in inherited] + list(TRAINING_RECIPE_FIELDS)
+        return {name: getattr(getattr(self, name), "value", getattr(self, name)) for name in names
+                if name not in unused and hasattr(self, name)}  # (warmup_ratio is gone in recent transformers)
 
 
 @dataclass

@@ -123,49 +123,10 @@ def unlearning_model_card(
     return ModelCard(content)
 
 
-RECIPE_FIELDS = (
-    "unlearn_method", "forget_weight", "retain_weight", "retain_loss_type", "retain_kl_positions", "npo_beta",
-    "simnpo_beta", "simnpo_gamma", "undial_beta", "rmu_layer", "rmu_steering_coeff", "max_length",
-    "max_prompt_length", "disable_dropout",
-    "unlearn_optimizer", "hessian_estimator", "hessian_update_interval", "sophia_rho", "sophia_beta1",
-    "sophia_beta2", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-    "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type", "warmup_ratio", "warmup_steps", "seed",
-    "bf16", "fp16",
-)
-
-
-# Flags that only one family of methods or the SophiaG optimizer reads: left out of other runs' recipes.
-METHOD_ONLY_FIELDS = {
-    "npo_beta": ("npo", "idk_dpo"), "simnpo_beta": ("simnpo",), "simnpo_gamma": ("simnpo",),
-    "undial_beta": ("undial",), "rmu_layer": ("rmu",), "rmu_steering_coeff": ("rmu",),
-}
-SOPHIA_ONLY_FIELDS = ("hessian_estimator", "hessian_update_interval", "sophia_rho", "sophia_beta1", "sophia_beta2")
-
-
 def recipe_of(args, extra: dict | None = None) -> dict:
-    """The unlearning-relevant flags of an `UnlearningConfig` (plus script flags), as a YAML-able dict:
-    only those the run's method and optimizer use, plus what the run really was (processes, effective batch)."""
-    method = getattr(args, "unlearn_method", None)
-    try:
-        from .methods.registry import get_method
-
-        uses_retain = get_method(method).needs_retain(get_method(method).settings_from(args))
-    except Exception:  # an unknown method or a config without its fields: keep every flag
-        uses_retain = True
-    recipe = {}
-    for name in RECIPE_FIELDS:
-        if name in METHOD_ONLY_FIELDS and method not in METHOD_ONLY_FIELDS[name]:
-            continue
-        if name in ("retain_weight", "retain_loss_type") and not uses_retain:
-            continue
-        if name == "retain_kl_positions" and not (uses_retain and (method == "kl" or
-                                                                   getattr(args, "retain_loss_type", None) == "kl")):
-            continue
-        if name in SOPHIA_ONLY_FIELDS and getattr(args, "unlearn_optimizer", None) != "sophia":
-            continue
-        if hasattr(args, name):
-            value = getattr(args, name)
-            recipe[name] = value.value if hasattr(value, "value") else value
+    """The flags that define the run (`UnlearningConfig.recipe`: those its method and optimizer use), what the
+    run really was (processes, effective batch), plus script flags, as a YAML-able dict."""
+    recipe = args.recipe()
     if hasattr(args, "world_size"):
         recipe["num_processes"] = args.world_size
         recipe["effective_batch_size"] = (args.per_device_train_batch_size * args.gradient_accumulation_steps

@@ -27,7 +27,7 @@ from .callbacks import HessianRefreshCallback
 from .config import UnlearningConfig
 from .data.formatting import IGNORE_INDEX, resolve_prompt_template
 from .data.pairing import UnlearningCollator, UnlearningPairs, build_unlearning_dataset
-from .methods.registry import get_method
+from .methods import get_method
 from .models.dropout import disable_dropout
 from .models.reference import ReferenceModel, freeze, is_peft_model
 from .optim import SophiaG, gnb_loss, hutchinson_diagonal, EMPIRICAL_SCALE
@@ -86,7 +86,7 @@ class UnlearningTrainer(Trainer):
         dataset_columns: `question_column` / `answer_column` / `text_column` of forget and retain datasets.
     """
 
-    loss_is_scaled_for_ga = False  # our losses are means over one micro-batch
+    loss_is_scaled_for_ga = False  # our losses are means over one micro-batch: Trainer divides by the GA steps
 
     def __init__(
         self,
@@ -168,9 +168,6 @@ class UnlearningTrainer(Trainer):
         if hasattr(train_dataset, "set_epoch"):
             self.add_callback(_DatasetEpochCallback(train_dataset))
         self.reference = self._build_reference(ref_model, peft)
-        if self.settings.rmu_control is not None:
-            self.settings = type(self.settings)(**{**self.settings.__dict__,
-                                                   "rmu_control": self.settings.rmu_control.to(self.args.device)})
         self._terms = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.hessian_callback = None
         if args.unlearn_optimizer == "sophia" and args.hessian_estimator != "empirical":
@@ -466,26 +463,27 @@ class UnlearningTrainer(Trainer):
 
     # --- model card -----------------------------------------------------------------------------
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
-                          tags: list[str] | None = None, **kwargs) -> None:
-        """Writes README.md (the Hub model card) into `output_dir`; `push_to_hub` uploads it.
-
-        Scripts describe the run in `self.card_info` (dataset, splits, base model, results before and
-        after, plot file, script flags); whatever is missing is left out of the card.
+                          tags: list[str] | None = None, *, base_model: str | None = None,
+                          forget_split: str = "forget10", retain_split: str | None = None,
+                          results: dict | None = None, results_before: dict | None = None,
+                          plot_file: str | None = None, benchmark: str = "TOFU", script_args: dict | None = None,
+                          **kwargs) -> None:
+        """Writes README.md (the Hub model card) into `output_dir`. Scripts describe the run with the keywords
+        (base model, splits, results before and after, plot file, script flags) and pass the same ones to
+        `push_to_hub`, which hands them back here; whatever is missing is left out of the card.
         """
         if not self.is_world_process_zero():
             return
         from .hub import recipe_of, unlearning_model_card
 
-        info = dict(getattr(self, "card_info", None) or {})
         card = unlearning_model_card(
-            model_name=model_name or info.get("model_name") or Path(self.args.output_dir).name,
-            base_model=info.get("base_model"), method=self.method.name, optimizer=self.args.unlearn_optimizer,
-            dataset_name=dataset_name or info.get("dataset_name", "locuslab/TOFU"),
-            forget_split=info.get("forget_split", "forget10"), retain_split=info.get("retain_split"),
-            recipe=recipe_of(self.args, info.get("script_args")),
+            model_name=model_name or Path(self.args.output_dir).name,
+            base_model=base_model, method=self.method.name, optimizer=self.args.unlearn_optimizer,
+            dataset_name=dataset_name or "locuslab/TOFU", forget_split=forget_split, retain_split=retain_split,
+            recipe=recipe_of(self.args, script_args),
             library_name="peft" if is_peft_model(self.model) else "transformers",
-            results=info.get("results"), results_before=info.get("results_before"),
-            plot_file=info.get("plot_file"), extra_tags=tags, benchmark=info.get("benchmark", "TOFU"),
+            results=results, results_before=results_before, plot_file=plot_file, extra_tags=tags,
+            benchmark=benchmark,
             prompt_template=self.prompt_template.to_dict() if self.prompt_template is not None else None,
         )
         card.save(str(Path(self.args.output_dir) / "README.md"))

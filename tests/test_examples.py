@@ -23,7 +23,7 @@ def parse(argv):
 
 
 def test_there_is_a_recipe_per_method_and_optimizer():
-    from hf_unlearn.methods.registry import METHODS
+    from hf_unlearn.methods import METHODS
 
     assert {p.stem for p in RECIPES} == {f"{m}_{o}" for m in METHODS for o in ("adamw", "sophia")}
 

@@ -1,4 +1,5 @@
-"""Every unlearning loss against a float64 value computed by hand (plain-Python math on constructed logits)."""
+"""The loss formulas as pure functions against float64 values computed by hand (plain-Python math on
+constructed logits). The losses as training runs them, through `compute_loss`, are in test_method_losses.py."""
 
 import math
 
@@ -6,6 +7,15 @@ import pytest
 import torch
 
 from hf_unlearn.methods import losses
+from hf_unlearn.methods.idk import dpo_loss
+from hf_unlearn.methods.npo import npo_loss, simnpo_loss
+from hf_unlearn.methods.undial import soft_cross_entropy, undial_target
+
+
+def undial_loss(logits, teacher, labels, beta):
+    """UNDIAL as its term composes it: the adjusted target from the teacher's answer rows, then the soft CE."""
+    target = undial_target(losses.answer_rows(teacher, labels), losses.answer_labels(labels), beta)
+    return soft_cross_entropy(logits, target, labels)
 
 # Two sequences, vocab 3. Row 0: prompt at 0-1, answer tokens at 2-3. Row 1: prompt at 0, answer at 1-2,
 # padding at 3. logits[b, t] predicts labels[b, t+1].
@@ -40,7 +50,6 @@ def test_nll_and_sequence_nll_by_hand():
     expected_nll = (sum(ce[0]) + sum(ce[1])) / 4
     assert losses.nll(LOGITS, LABELS).item() == pytest.approx(expected_nll, rel=1e-12)
     assert losses.sequence_nll(LOGITS, LABELS).tolist() == pytest.approx([sum(ce[0]), sum(ce[1])], rel=1e-12)
-    assert losses.ga_loss(LOGITS, LABELS).item() == pytest.approx(-expected_nll, rel=1e-12)
     assert losses.answer_lengths(LABELS).tolist() == [2, 2]
 
 
@@ -49,20 +58,20 @@ def test_npo_simnpo_dpo_by_hand():
     ref = torch.tensor([1.0, 1.5], dtype=torch.float64)
     beta = 0.1
     expected = -(2 / beta) * (log_sigmoid(beta * (2.0 - 1.0)) + log_sigmoid(beta * (0.5 - 1.5))) / 2
-    assert losses.npo_loss(seq, ref, beta).item() == pytest.approx(expected, rel=1e-12)
+    assert npo_loss(seq, ref, beta).item() == pytest.approx(expected, rel=1e-12)
     # NPO = (2/beta) E log(1 + (pi/pi_ref)^beta), pi = exp(-seqNLL)
     alt = (2 / beta) * sum(math.log1p(math.exp(-beta * s) / math.exp(-beta * r)) for s, r in [(2.0, 1.0), (0.5, 1.5)]) / 2
-    assert losses.npo_loss(seq, ref, beta).item() == pytest.approx(alt, rel=1e-12)
+    assert npo_loss(seq, ref, beta).item() == pytest.approx(alt, rel=1e-12)
 
     lengths = torch.tensor([4, 1])
     beta, gamma = 4.5, 0.5
     expected = -(2 / beta) * (log_sigmoid(beta * 2.0 / 4 - gamma) + log_sigmoid(beta * 0.5 / 1 - gamma)) / 2
-    assert losses.simnpo_loss(seq, lengths, beta, gamma).item() == pytest.approx(expected, rel=1e-12)
+    assert simnpo_loss(seq, lengths, beta, gamma).item() == pytest.approx(expected, rel=1e-12)
 
     chosen, rejected = torch.tensor([3.0], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
     ref_c, ref_r = torch.tensor([4.0], dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64)
     margin = (-3.0 + 4.0) - (-1.0 + 0.5)  # (log pi_c - log ref_c) - (log pi_r - log ref_r)
-    assert losses.dpo_loss(chosen, rejected, ref_c, ref_r, 0.1).item() == pytest.approx(-log_sigmoid(0.1 * margin))
+    assert dpo_loss(chosen, rejected, ref_c, ref_r, 0.1).item() == pytest.approx(-log_sigmoid(0.1 * margin))
 
 
 def test_kl_on_answers_by_hand():
@@ -87,27 +96,14 @@ def test_undial_by_hand_and_target_mass():
             q = [math.exp(v) for v in log_softmax(z)]
             lp = log_softmax(LOGITS[b][t].tolist())
             total += -sum(qi * li for qi, li in zip(q, lp))
-    assert losses.undial_loss(LOGITS, teacher, LABELS, beta).item() == pytest.approx(total / 4, rel=1e-12)
-    # the trainer hands the teacher already reduced to its answer rows: same value
-    rows = losses.answer_rows(teacher, LABELS)
-    assert rows.shape == (4, 3)
-    assert losses.undial_loss(LOGITS, rows, LABELS, beta).item() == pytest.approx(total / 4, rel=1e-12)
+    assert undial_loss(LOGITS, teacher, LABELS, beta).item() == pytest.approx(total / 4, rel=1e-12)
+    assert losses.answer_rows(teacher, LABELS).shape == (4, 3)
 
     # The adjusted target keeps p e^-beta / (1 - p + p e^-beta) on the label.
     z = torch.tensor([[0.3, 1.2, -0.4, 2.0]], dtype=torch.float64)
     p = torch.softmax(z, -1)[0, 1].item()
-    q = losses.undial_target(z, torch.tensor([1]), beta)[0, 1].item()
+    q = undial_target(z, torch.tensor([1]), beta)[0, 1].item()
     assert q == pytest.approx(p * math.exp(-beta) / (1 - p + p * math.exp(-beta)), rel=1e-12)
-
-
-def test_rmu_by_hand():
-    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]], dtype=torch.float64)
-    mask = torch.tensor([[False, True, True]])
-    control = torch.tensor([1.0, 1.0], dtype=torch.float64)
-    frozen = hidden + 0.5
-    forget, retain = losses.rmu_loss(hidden, mask, control, hidden, frozen, mask)
-    assert forget.item() == pytest.approx(((3 - 1) ** 2 + (4 - 1) ** 2 + (9 - 1) ** 2 * 2) / 4)
-    assert retain.item() == pytest.approx(0.25)
 
 
 @pytest.mark.parametrize("name", ["nll", "undial", "kl", "npo_seq"])
@@ -120,16 +116,16 @@ def test_prompt_and_padding_positions_change_nothing(name):
     other = LOGITS * 0.3
     fn = {
         "nll": lambda lg: losses.nll(lg, LABELS),
-        "undial": lambda lg: losses.undial_loss(lg, other, LABELS, 3.0),
+        "undial": lambda lg: undial_loss(lg, other, LABELS, 3.0),
         "kl": lambda lg: losses.kl_on_answers(lg, other, LABELS),
-        "npo_seq": lambda lg: losses.npo_loss(losses.sequence_nll(lg, LABELS), torch.zeros(2, dtype=lg.dtype), 0.1),
+        "npo_seq": lambda lg: npo_loss(losses.sequence_nll(lg, LABELS), torch.zeros(2, dtype=lg.dtype), 0.1),
     }[name]
     assert fn(disturbed).item() == pytest.approx(fn(LOGITS).item(), rel=1e-13)
     # and the teacher's prompt positions too
     if name == "undial":
         teacher = other.clone()
         teacher[0, 0] += 100.0
-        assert losses.undial_loss(LOGITS, teacher, LABELS, 3.0).item() == pytest.approx(fn(LOGITS).item(), rel=1e-13)
+        assert undial_loss(LOGITS, teacher, LABELS, 3.0).item() == pytest.approx(fn(LOGITS).item(), rel=1e-13)
 
 
 def test_npo_gradient_tends_to_ga_direction():
@@ -144,7 +140,7 @@ def test_npo_gradient_tends_to_ga_direction():
     ga = grad(lambda s: -s.mean())
     previous_gap = None
     for beta in (1.0, 0.1, 1e-4):
-        npo = grad(lambda s: losses.npo_loss(s, ref, beta))
+        npo = grad(lambda s: npo_loss(s, ref, beta))
         gap = (npo - ga).norm().item() / ga.norm().item()
         assert previous_gap is None or gap < previous_gap
         previous_gap = gap
@@ -162,7 +158,7 @@ def test_soft_cross_entropy_matches_log_softmax_form_in_value_and_gradient():
     rows = losses.answer_rows(logits, labels)
     assert torch.equal(rows, logits[:, :-1][labels[:, 1:] != -100])
     assert torch.equal(losses.answer_labels(labels), torch.tensor([4, 2, 1, 3, 0]))
-    ours = losses.soft_cross_entropy(logits, target, labels)
+    ours = soft_cross_entropy(logits, target, labels)
     (grad_ours,) = torch.autograd.grad(ours, logits)
     textbook = -(target * torch.log_softmax(rows, -1)).sum(-1).mean()
     (grad_textbook,) = torch.autograd.grad(textbook, logits)

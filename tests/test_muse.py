@@ -353,7 +353,7 @@ MUSE_RECIPES = sorted((REPO / "recipes" / "muse").glob("*.yaml"))
 
 
 def test_there_is_a_muse_recipe_per_method_and_optimizer():
-    from hf_unlearn.methods.registry import METHODS
+    from hf_unlearn.methods import METHODS
 
     assert {p.stem for p in MUSE_RECIPES} == {f"{m}_{o}" for m in METHODS for o in ("adamw", "sophia")}
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hf_unlearn.methods import losses
-from hf_unlearn.methods.registry import METHODS, MethodSettings
+from hf_unlearn.methods import METHODS, MethodSettings
 
 
 def _batch(tokenizer):

@@ -10,7 +10,7 @@ import torch
 from hf_unlearn import UnlearningCollator, UnlearningConfig, UnlearningTrainer, build_unlearning_dataset
 from hf_unlearn.data.formatting import IGNORE_INDEX, encode_qa
 from hf_unlearn.methods import losses
-from hf_unlearn.methods.registry import METHODS
+from hf_unlearn.methods import METHODS
 
 
 def config(tmp_path, **kw):
@@ -35,6 +35,28 @@ def nll_on(model, tokenizer, dataset):
 
 def test_every_method_is_registered_with_public_names():
     assert list(METHODS) == ["ga", "grad_diff", "kl", "npo", "simnpo", "idk_nll", "idk_dpo", "undial", "rmu"]
+
+
+def test_config_fields_checks_and_recipe_come_from_the_method_definitions():
+    import dataclasses
+
+    from hf_unlearn.methods import hyperparameters
+
+    fields = {f.name: f for f in dataclasses.fields(UnlearningConfig)}
+    for h in hyperparameters().values():  # each method flag is a config field with the definition's default and help
+        assert fields[h.name].default == h.default and fields[h.name].metadata["help"] == h.help
+    assert "simnpo 0.125 from open-unlearning's TOFU SimNPO config" in fields["forget_weight"].metadata["help"]
+    assert "undial 0.0 from the UNDIAL paper" in fields["retain_weight"].metadata["help"]
+    with pytest.raises(ValueError, match="simnpo_beta must be > 0 \\(it divides the loss\\), got -1"):
+        UnlearningConfig(output_dir="x", simnpo_beta=-1.0)
+    with pytest.raises(ValueError, match="undial_beta must be a finite number"):
+        UnlearningConfig(output_dir="x", undial_beta=float("inf"))
+    # The recipe holds the method's own flags only, the retain flags only with a retain term, SophiaG's only with it.
+    npo = UnlearningConfig(output_dir="x", unlearn_method="npo", unlearn_optimizer="sophia").recipe()
+    assert {"npo_beta", "hessian_batch_fraction", "pairing_seed", "max_grad_norm", "retain_weight"} <= set(npo)
+    assert not {"simnpo_beta", "undial_beta", "rmu_layer"} & set(npo)
+    ga = UnlearningConfig(output_dir="x", unlearn_method="ga").recipe()
+    assert ga["unlearn_method"] == "ga" and not {"retain_weight", "npo_beta", "sophia_rho"} & set(ga)
 
 
 @pytest.mark.parametrize(
@@ -70,21 +92,6 @@ def test_kl_retain_term_is_zero_at_start_and_grad_diff_is_weighted_sum(tmp_path,
     nll_f = losses.nll(model(input_ids=f["input_ids"], attention_mask=f["attention_mask"]).logits, f["labels"])
     nll_r = losses.nll(model(input_ids=r["input_ids"], attention_mask=r["attention_mask"]).logits, r["labels"])
     assert loss.item() == pytest.approx((-0.5 * nll_f + 2.0 * nll_r).item(), rel=1e-6)
-
-
-def test_undial_with_zero_beta_is_self_distillation_entropy(tmp_path, tokenizer, make_model, forget_retain):
-    """beta = 0 and teacher == student: CE(p, p) = entropy of p, averaged over answer tokens."""
-    forget, retain = forget_retain
-    trainer = UnlearningTrainer(model=make_model(), args=config(tmp_path, unlearn_method="undial", undial_beta=0.0),
-                                forget_dataset=forget, processing_class=tokenizer)
-    assert trainer.reference is not None and not trainer.method.needs_retain(trainer.settings)  # alpha = 0
-    batch = first_batch(trainer)
-    f = batch["forget"]
-    logits = trainer.model(input_ids=f["input_ids"], attention_mask=f["attention_mask"]).logits[:, :-1]
-    mask = f["labels"][:, 1:] != IGNORE_INDEX
-    logp = torch.log_softmax(logits[mask].double(), -1)
-    entropy = -(logp.exp() * logp).sum(-1).mean()
-    assert trainer.compute_loss(trainer.model, batch).item() == pytest.approx(entropy.item(), rel=1e-5)
 
 
 def test_only_needed_pieces_are_built(tmp_path, tokenizer, make_model, forget_retain):
@@ -267,7 +274,7 @@ def test_method_needing_retain_without_it(tmp_path, tokenizer, make_model, forge
         UnlearningTrainer(model=make_model(), args=config(tmp_path, unlearn_method="grad_diff"),
                           forget_dataset=forget, processing_class=tokenizer)
     with pytest.raises(ValueError, match="Unknown unlearn_method"):
-        from hf_unlearn.methods.registry import get_method
+        from hf_unlearn.methods import get_method
         get_method("nope")
 
 
