@@ -29,7 +29,7 @@ from hf_unlearn.data.wmdp import load_corpora
 from hf_unlearn.eval.benchmarks.wmdp import check_wmdp, evaluate_wmdp
 from hf_unlearn.eval.runner import write_results
 from hf_unlearn.hub import check_push_credentials
-from hf_unlearn.methods.registry import get_method
+from hf_unlearn.methods import get_method
 from hf_unlearn.pipeline import describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.validation import (check_attention, check_lora_flags, check_model_source, check_output_dir,
                                    check_training_numbers, config_file_of, removed_on_failure)
@@ -125,22 +125,23 @@ def main(argv=None):
         if trainer.is_world_process_zero():
             write_results(args.output_dir, per_sample, after, benchmark="wmdp")
         after = {**after, "eval_seconds": eval_seconds}
+    card = {}
     if trainer.is_world_process_zero():
         output_dir = Path(args.output_dir)
         (output_dir / "run_info.json").write_text(json.dumps(
             {"train_seconds": train_seconds, "before": before, "after": after}, indent=2))
-        trainer.card_info = dict(
+        card = dict(  # for the card written here and the one push_to_hub writes again
             base_model=model_args.model_name_or_path, dataset_name=script.dataset_name,
             forget_split=script.forget_corpora, retain_split=script.retain_corpora if needs_retain else None,
             results=after, results_before=before, benchmark="WMDP",
             script_args={k: v for k, v in vars(script).items() if v is not None})
-        trainer.create_model_card()
+        trainer.create_model_card(**card)
         keys = ("wmdp_bio_acc", "wmdp_cyber_acc", "mmlu_acc")
         line = ", ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in keys
                          if before and after and before.get(k) is not None and after.get(k) is not None)
         print(f"[run_wmdp] trained in {train_seconds:.1f}s; {line}; wrote {output_dir}")
     if args.push_to_hub:
-        trainer.push_to_hub(commit_message=f"hf-unlearn: {args.unlearn_method} on WMDP corpora")
+        trainer.push_to_hub(commit_message=f"hf-unlearn: {args.unlearn_method} on WMDP corpora", **card)
     return before, after
 
 
