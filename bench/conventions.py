@@ -20,6 +20,10 @@ from hf_unlearn.data.pairing import UnlearningCollator
 from hf_unlearn.data.refusals import refusal_for
 from hf_unlearn.eval.scoring import score_answers
 from hf_unlearn.methods import losses
+from hf_unlearn.methods.idk import dpo_loss
+from hf_unlearn.methods.npo import simnpo_loss
+from hf_unlearn.methods.rmu import rmu_forget_loss
+from hf_unlearn.methods.undial import soft_cross_entropy, undial_target
 from hf_unlearn.models.layers import decoder_layer_output
 from hf_unlearn.offline.synthetic import generate_tofu
 from hf_unlearn.offline.tiny import build_tiny_llama, train_tokenizer
@@ -89,7 +93,8 @@ def measure(seed: int = 0, train_steps: int = 60) -> list[tuple[str, str, str, s
 
     # UNDIAL: mean over answer tokens vs over every shifted position
     z, zt = _logits(model, f), _logits(reference, f)
-    ours = losses.undial_loss(z, zt, f["labels"], 10.0).item()
+    target = undial_target(losses.answer_rows(zt, f["labels"]), losses.answer_labels(f["labels"]), 10.0)
+    ours = soft_cross_entropy(z, target, f["labels"]).item()
     theirs = _undial_all_positions(z, zt, f["labels"], 10.0).item()
     rows.append(("UNDIAL forget loss (beta 10): answer tokens / all positions", f"{ours:.5g}", f"{theirs:.5g}",
                  _rel(ours, theirs)))
@@ -97,7 +102,7 @@ def measure(seed: int = 0, train_steps: int = 60) -> list[tuple[str, str, str, s
     # IdkDPO: DPO loss without / with the 2/beta factor
     beta = 0.1
     seq = lambda m, p: losses.sequence_nll(_logits(m, p), p["labels"])  # noqa: E731
-    ours = losses.dpo_loss(seq(model, idk), seq(model, f), seq(reference, idk), seq(reference, f), beta).item()
+    ours = dpo_loss(seq(model, idk), seq(model, f), seq(reference, idk), seq(reference, f), beta).item()
     theirs = 2 / beta * ours
     rows.append(("IdkDPO forget loss (beta 0.1): -log sigma / x 2/beta", f"{ours:.5g}", f"{theirs:.5g}",
                  _rel(ours, theirs)))
@@ -105,7 +110,7 @@ def measure(seed: int = 0, train_steps: int = 60) -> list[tuple[str, str, str, s
     # SimNPO margin: paper's gamma outside beta vs open-unlearning's delta inside
     seq_f, lengths = seq(model, f), losses.answer_lengths(f["labels"])
     b, margin = 4.5, 1.0
-    ours = losses.simnpo_loss(seq_f, lengths, b, margin).item()
+    ours = simnpo_loss(seq_f, lengths, b, margin).item()
     theirs = (-(2 / b) * F.logsigmoid(b * (seq_f / lengths - margin))).mean().item()
     rows.append(("SimNPO (beta 4.5, margin 1): gamma outside / delta inside beta", f"{ours:.5g}", f"{theirs:.5g}",
                  _rel(ours, theirs)))
@@ -118,7 +123,7 @@ def measure(seed: int = 0, train_steps: int = 60) -> list[tuple[str, str, str, s
         h = decoder_layer_output(model, 1, lambda: model(input_ids=f["input_ids"], attention_mask=f["attention_mask"]))
     mask = f["labels"] != IGNORE_INDEX
     sq = ((h - control) ** 2).mean(-1)  # [B, T]
-    ours = losses.rmu_loss(h, mask, control)[0].item()
+    ours = rmu_forget_loss(h, mask, control).item()
     per_row = ((sq * mask).sum(1) / mask.sum(1)).mean().item()
     wmdp = sq.mean().item()
     rows.append(("RMU forget (layer L-1, c 20): answer-token mean / open-unlearning per-row mean", f"{ours:.5g}",
