@@ -8,7 +8,7 @@ period holds exactly one refresh), and the first period is the warm-up.
 Also measured, on the Sophia trainer:
 
 * ``refresh``: wall time of `UnlearningTrainer._refresh_hessian` (GNB forward on forget and retain, label
-  sampling, backward, fold into h), and of `_gnb_loss` inside it (forwards + sampling);
+  sampling, backward, fold into h), and of the GNB estimator's `estimate_loss` inside it (forwards + sampling);
 * ``optimizer.step``: SophiaG's step alone vs AdamW's (fused) step alone.
 
 A third trainer in the same lockstep runs SophiaG with ``hessian_batch_fraction=0.5`` (the refresh
@@ -74,7 +74,7 @@ def _forget_only_diagnostic(trainer, batch, repeats: int) -> dict:
     for _ in range(repeats):
         for name, inputs in parts.items():
             start = time.perf_counter()
-            loss, _ = trainer._gnb_loss(model, inputs)
+            loss, _ = trainer.estimator.estimate_loss(model, inputs, trainer._refresh_context())
             loss.backward()
             model.zero_grad(set_to_none=True)
             times[name].append(time.perf_counter() - start)
@@ -115,7 +115,7 @@ def run(ctx: C.BenchContext) -> dict:
                                                train_dataset=dataset, processing_class=tokenizer)
         sophia = trainers["sophia"]
         refresh_watch = C.Stopwatch(sophia, "_refresh_hessian")
-        gnb_watch = C.Stopwatch(sophia, "_gnb_loss")
+        gnb_watch = C.Stopwatch(sophia.estimator, "estimate_loss")
         opt_watches = {}
 
         def watch_optimizers(name, trainer):

@@ -14,9 +14,9 @@ from transformers import TrainingArguments
 
 from .data.formatting import PromptTemplateArguments
 from .methods import METHODS, get_method, hyperparameters, method_names
+from .optim.estimators import estimator_names
 
 UNLEARN_OPTIMIZERS = ("adamw", "sophia")
-HESSIAN_ESTIMATORS = ("gnb", "hutchinson", "empirical")
 
 
 def _default_weights(kind: str) -> str:
@@ -157,8 +157,8 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments, MethodArgumen
             problems.append(f"retain_kl_positions must be 'answer' or 'all', got {self.retain_kl_positions!r}")
         if self.unlearn_optimizer not in UNLEARN_OPTIMIZERS:
             problems.append(f"unknown unlearn_optimizer {self.unlearn_optimizer!r}; known: {', '.join(UNLEARN_OPTIMIZERS)}")
-        if self.hessian_estimator not in HESSIAN_ESTIMATORS:
-            problems.append(f"unknown hessian_estimator {self.hessian_estimator!r}; known: {', '.join(HESSIAN_ESTIMATORS)}")
+        if self.hessian_estimator not in estimator_names():
+            problems.append(f"unknown hessian_estimator {self.hessian_estimator!r}; known: {', '.join(estimator_names())}")
         for name in ("forget_weight", "retain_weight", "sophia_rho", "sophia_beta1", "sophia_beta2"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):

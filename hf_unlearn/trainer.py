@@ -12,25 +12,23 @@ A training step, whole:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 from pathlib import Path
 from collections import defaultdict
 
-import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback
 
 from .callbacks import HessianRefreshCallback
 from .config import UnlearningConfig
-from .data.formatting import IGNORE_INDEX, resolve_prompt_template
+from .data.formatting import resolve_prompt_template
 from .data.pairing import UnlearningCollator, UnlearningPairs, build_unlearning_dataset
 from .methods import get_method
 from .models.dropout import disable_dropout
 from .models.reference import ReferenceModel, freeze, is_peft_model
-from .optim import SophiaG, gnb_loss, hutchinson_diagonal, EMPIRICAL_SCALE
+from .optim import RefreshContext, SophiaG, get_estimator, refresh_hessian
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +62,6 @@ def _refuse_sophia_under_fsdp(args, fsdp_enabled: bool = False) -> None:
             "recipes/accelerate/zero2.yaml or zero3.yaml), which shard SophiaG's state per rank, or keep FSDP with "
             "--unlearn_optimizer adamw."
         )
-
-
-def _row_seed(seed: int, step: int, part: int, row: int) -> int:
-    """Seed of the GNB label draws of one row of the global batch: independent of the process count."""
-    state = np.random.SeedSequence([v % 2**63 for v in (seed, step, part, row)]).generate_state(1, np.uint64)
-    return int(state[0] >> 1)
 
 
 class UnlearningTrainer(Trainer):
@@ -169,8 +161,9 @@ class UnlearningTrainer(Trainer):
             self.add_callback(_DatasetEpochCallback(train_dataset))
         self.reference = self._build_reference(ref_model, peft)
         self._terms = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self.estimator = get_estimator(args.hessian_estimator) if args.unlearn_optimizer == "sophia" else None
         self.hessian_callback = None
-        if args.unlearn_optimizer == "sophia" and args.hessian_estimator != "empirical":
+        if self.estimator is not None and self.estimator.refreshes:
             self.hessian_callback = HessianRefreshCallback(args.hessian_update_interval)
             self.add_callback(self.hessian_callback)
 
@@ -211,7 +204,7 @@ class UnlearningTrainer(Trainer):
                 "block, which would replace it: remove `optimizer` from the DeepSpeed config (keep `scheduler` "
                 "out too, or use --lr_scheduler_type), or set --unlearn_optimizer adamw."
             )
-        if self._zero_stage == 3 and self.args.hessian_estimator == "hutchinson":
+        if self._zero_stage == 3 and get_estimator(self.args.hessian_estimator).double_backward:
             raise ValueError(
                 "--hessian_estimator hutchinson needs a double backward through whole parameters, which DeepSpeed "
                 "ZeRO-3 (partitioned parameters) does not allow: use --hessian_estimator gnb (or empirical) with "
@@ -247,8 +240,8 @@ class UnlearningTrainer(Trainer):
                 "rho": self.args.sophia_rho, "weight_decay": self.args.weight_decay,
             })
         optimizer = super().create_optimizer(model)
-        if self.args.unlearn_optimizer == "sophia" and self.args.hessian_estimator == "empirical":
-            optimizer.empirical_hessian_scale = EMPIRICAL_SCALE
+        if self.estimator is not None:
+            self.estimator.configure(optimizer)
         return optimizer
 
     @property
@@ -279,176 +272,20 @@ class UnlearningTrainer(Trainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
     def _refresh_hessian(self, model, inputs) -> None:
-        """Estimates diag(H) on this batch and folds it into SophiaG's h; leaves no gradient behind.
-
-        The estimate goes through SophiaG's Hessian mode (`SophiaG.collecting_hessian`): inside it,
-        `step()` folds whatever sits in the gradients into h (``scale * g*g`` for GNB, ``g`` for
-        Hutchinson's ``u*Hu``) and leaves the parameters, m and the step count alone. So h is
-        refreshed by the same `step()` call, on the same tensors, as the real update.
-
-        One process: backward the estimate loss, `sophia.step()` in Hessian mode, zero the grads.
-
-        DDP: the backward runs under `no_sync()` (the refresh runs on the first micro-batch, maybe
-        inside Trainer's own `no_sync`, and must not leave a half-reduced bucket behind), then the
-        gradients are averaged across ranks by hand, then the Hessian-mode step.
-
-        DeepSpeed (ZeRO-1/2/3): DeepSpeed gives the client optimizer flat fp32 partitions of the
-        parameters (ZeRO-2 keeps them in ``param_groups``; ZeRO-3 swaps each sub-group in and out
-        around its `step()`), reduces and partitions the gradients inside the engine, and calls the
-        client `step()` itself. The refresh uses that same path: the estimate loss is backpropagated
-        with ``engine.backward`` and ``engine.step()`` runs inside Hessian mode, so the engine
-        reduce-scatters the gradient and each rank folds into h exactly the shard of m and h it
-        owns. Around that one engine step the trainer
-        * forces a gradient-accumulation boundary (`set_gradient_accumulation_boundary(True)`), so
-          the engine reduces and steps even when gradient_accumulation_steps > 1; the refresh runs
-          on the first micro-batch of an optimizer step, when no real gradient has accumulated yet;
-        * turns gradient clipping off (engine config and the ZeRO optimizer's ``clip_grad``): a
-          clipped sampled gradient would bias ĥ = B·ĝ⊙ĝ;
-        * detaches the engine's LR scheduler (Trainer steps its own, but a DeepSpeed-config one
-          would tick);
-        * restores the engine's ``global_steps``, ``global_samples``, ``micro_steps`` and
-          ``skipped_steps`` and the boundary flag afterwards, so the refresh is invisible to the
-          engine's bookkeeping. With fp16 loss scaling an overflowing refresh is skipped by the
-          engine (h keeps its old value) and lowers the loss scale, as an overflowing step would.
-        Hutchinson cannot double-backward through the engine: u⊙Hu is computed with plain autograd
-        on the unwrapped module (ZeRO-1/2 keep whole parameters on every rank), then the surrogate
-        ``sum <p, stop_grad(u⊙Hu)>``, whose gradient is u⊙Hu, goes through the engine in Hessian mode
-        with squared=False. ZeRO-3 has no whole parameters and is refused in `__init__`.
-
-        Randomness and scale. GNB samples the labels of row r of the global batch with a generator
-        seeded by (seed, step, part, r), so the draws do not depend on the number of processes, and
-        the local loss is scaled by world_size / B_global: after the ranks' gradients are averaged,
-        ĝ is the mean over all B_global sampled tokens, exactly as in one process with the whole
-        batch, and h gets scale B_global. Hutchinson's u is drawn from (seed, step) alike on every
-        rank, so averaging u⊙H_r u over ranks gives u⊙H u of the averaged loss.
-        """
-        sophia = self.sophia
+        """SophiaG's Hessian refresh on this batch (`hf_unlearn.optim.refresh`), before the step's own backward."""
         model.train()
-        generator = torch.Generator(device=self.args.device)
-        # A function of (seed, step): a resumed run draws the same u as an uninterrupted one.
-        generator.manual_seed(self.args.seed * 1_000_003 + self.state.global_step)
-        if self.is_deepspeed_enabled:
-            self._refresh_hessian_deepspeed(model, inputs, sophia, generator)
-            return
-        distributed = self.accelerator.num_processes > 1 and hasattr(model, "no_sync")
-        with model.no_sync() if distributed else contextlib.nullcontext():
-            with self.compute_loss_context_manager():
-                if self.args.hessian_estimator == "gnb":
-                    estimate_loss, scale = self._gnb_loss(model, inputs)
-                    estimate_loss.backward()
-                    squared = True
-                else:  # hutchinson
-                    loss, _ = self.method(model, inputs, self.reference, self.settings)
-                    # Model order, as under DeepSpeed (whose optimizer holds flat partitions): u is the same draw.
-                    params = [p for p in model.parameters() if p.requires_grad]
-                    for param, diagonal in zip(params, hutchinson_diagonal(loss, params, generator)):
-                        param.grad = diagonal
-                    scale, squared = 1.0, False
-        self._average_gradients_across_processes(sophia)
-        with sophia.collecting_hessian(scale=scale, squared=squared):
-            sophia.step()
-        model.zero_grad(set_to_none=True)
+        refresh_hessian(model, inputs, self.sophia, self.estimator, self._refresh_context(),
+                        autocast=self.compute_loss_context_manager, engine=model if self.is_deepspeed_enabled else None)
 
-    def _refresh_hessian_deepspeed(self, engine, inputs, sophia, generator) -> None:
-        with self.compute_loss_context_manager():
-            if self.args.hessian_estimator == "gnb":
-                estimate_loss, scale = self._gnb_loss(engine, inputs)
-                squared = True
-            else:  # hutchinson; ZeRO-3 was refused in __init__
-                module = engine.module  # not the engine's forward: its backward hooks would fire on autograd.grad
-                loss, _ = self.method(module, inputs, self.reference, self.settings)
-                params = [p for p in module.parameters() if p.requires_grad]
-                diagonals = hutchinson_diagonal(loss, params, generator)
-                del loss
-                estimate_loss = sum((p * d.to(p.dtype)).sum() for p, d in zip(params, diagonals))
-                scale, squared = 1.0, False
-        self._engine_hessian_step(engine, sophia, estimate_loss, scale, squared)
-
-    @staticmethod
-    def _engine_hessian_step(engine, sophia, loss, scale: float, squared: bool) -> None:
-        """One `engine.backward` + `engine.step()` in SophiaG's Hessian mode, invisible to the engine's counters."""
-        zero_optimizer = engine.optimizer
-        counters = {name: getattr(engine, name) for name in
-                    ("global_steps", "global_samples", "micro_steps", "skipped_steps")}
-        boundary = getattr(engine, "_is_gradient_accumulation_boundary", None)
-        clip_config = engine._config.gradient_clipping
-        clip_optimizer = getattr(zero_optimizer, "clip_grad", None)
-        scheduler = engine.lr_scheduler
-        try:
-            engine._config.gradient_clipping = 0.0
-            if clip_optimizer is not None:
-                zero_optimizer.clip_grad = 0.0
-            engine.lr_scheduler = None
-            engine.set_gradient_accumulation_boundary(True)
-            with sophia.collecting_hessian(scale=scale, squared=squared):
-                engine.backward(loss, scale_wrt_gas=False)
-                engine.step()
-        finally:
-            for name, value in counters.items():
-                setattr(engine, name, value)
-            engine._is_gradient_accumulation_boundary = boundary
-            if boundary is not None and hasattr(zero_optimizer, "set_gradient_accumulation_boundary"):
-                zero_optimizer.set_gradient_accumulation_boundary(boundary)
-            engine._config.gradient_clipping = clip_config
-            if clip_optimizer is not None:
-                zero_optimizer.clip_grad = clip_optimizer
-            engine.lr_scheduler = scheduler
-
-    def _gnb_loss(self, model, inputs):
-        """Sampled-label GNB loss, scaled so that the rank-averaged gradient is ĝ over the global batch.
-
-        Returns ``(loss, B)`` with B the number of sampled tokens on all processes together.
-        """
-        rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        fraction = self.args.hessian_batch_fraction
-        total, count = None, 0
-        for part_index, part in enumerate(("forget", "retain")):
-            if part not in inputs:
-                continue
-            batch = inputs[part]
-            rows = batch["labels"].shape[0]
-            # Rows kept by --hessian_batch_fraction, chosen by their index g in the global batch (evenly
-            # spaced: floor((g+1)f) > floor(g f)), so the choice, like the draws, does not depend on the
-            # process count.
-            first = rank * rows
-            kept = [r for r in range(rows)
-                    if math.floor((first + r + 1) * fraction) > math.floor((first + r) * fraction)]
-            forward_rows = kept or [0]  # a rank with nothing kept still takes part in the backward
-            if len(forward_rows) < rows:
-                batch = {key: value[forward_rows] if torch.is_tensor(value) else value for key, value in batch.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            labels = batch["labels"]
-            if total is None:
-                total = logits.sum() * 0.0  # a rank without answer tokens still takes part in the backward
-            if not kept:
-                continue
-            # One uniform per answer token, drawn row by row from a generator seeded by the row's global
-            # index: the labels drawn do not depend on how the batch is split over processes.
-            answer_tokens = (labels[:, 1:] != IGNORE_INDEX).sum(-1).tolist()
-            uniforms = [torch.rand(n, generator=torch.Generator().manual_seed(
-                _row_seed(self.args.seed, self.state.global_step, part_index, rank * rows + row)))
-                for row, n in zip(kept, answer_tokens) if n]
-            if uniforms:
-                loss, n = gnb_loss(logits, labels, uniforms=torch.cat(uniforms).to(logits.device))
-                total, count = total + loss * n, count + n
-        global_count = int(self.accelerator.reduce(torch.tensor(count, device=self.args.device), "sum").item())
-        if total is None or global_count == 0:
-            raise ValueError(
-                f"The Hessian refresh at step {self.state.global_step} found no answer tokens in the batch (every "
-                "label is -100): GNB has nothing to sample. Check the data, or use --hessian_estimator empirical."
-            )
-        return total * (world / global_count), global_count
-
-    def _average_gradients_across_processes(self, sophia) -> None:
-        if self.accelerator.num_processes == 1:
-            return
-        world = self.accelerator.num_processes
-        for group in sophia.param_groups:
-            for param in group["params"]:
-                if param.grad is not None:
-                    # SUM then divide: gloo (CPU) has no ReduceOp.AVG.
-                    torch.distributed.all_reduce(param.grad, op=torch.distributed.ReduceOp.SUM)
-                    param.grad.div_(world)
+    def _refresh_context(self) -> RefreshContext:
+        return RefreshContext(
+            seed=self.args.seed, step=self.state.global_step, rank=self.accelerator.process_index,
+            world=self.accelerator.num_processes, device=self.args.device,
+            batch_fraction=self.args.hessian_batch_fraction,
+            unlearning_loss=lambda module, batch: self.method(module, batch, self.reference, self.settings)[0],
+            sum_over_processes=lambda n: int(self.accelerator.reduce(torch.tensor(n, device=self.args.device),
+                                                                     "sum").item()),
+        )
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

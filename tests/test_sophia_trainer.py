@@ -152,7 +152,7 @@ def test_gnb_batch_fraction_samples_every_other_row_of_the_global_batch(tmp_path
     indices g with floor((g+1)/2) > floor(g/2)) of CE against labels drawn with each row's own seed, and only
     those rows are forwarded."""
     from hf_unlearn.optim.hessian import sample_from_logits
-    from hf_unlearn.trainer import _row_seed
+    from hf_unlearn.optim.estimators import _row_seed
 
     forget, retain = forget_retain
     trainer = UnlearningTrainer(model=make_model(), args=sophia_args(tmp_path, per_device_train_batch_size=4,
@@ -164,7 +164,7 @@ def test_gnb_batch_fraction_samples_every_other_row_of_the_global_batch(tmp_path
     hook = model.register_forward_hook(lambda module, args, kwargs, out: forwarded.append(kwargs["input_ids"].shape[0]),
                                        with_kwargs=True)
     with torch.no_grad():
-        loss, count = trainer._gnb_loss(model, batch)
+        loss, count = trainer.estimator.estimate_loss(model, batch, trainer._refresh_context())
     hook.remove()
     assert forwarded == [2, 2]
 

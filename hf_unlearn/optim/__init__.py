@@ -1,15 +1,24 @@
-"""Optimizers for unlearning: SophiaG and the Hessian-diagonal estimators that feed it.
+"""Optimizers for unlearning: SophiaG (`sophia.py`, plain torch), the Hessian-diagonal estimators that feed it
+(`hessian.py` formulas, `estimators.py` the registry by name) and the engine-specific refresh (`refresh.py`).
 
-Self-contained: imports only torch and the standard library.
+Imports nothing from the trainer.
 """
 
-from .hessian import EMPIRICAL_SCALE, HESSIAN_ESTIMATORS, gnb_loss, hutchinson_diagonal
+from .estimators import ESTIMATORS, HessianEstimator, RefreshContext, estimator_names, get_estimator, register_estimator
+from .hessian import EMPIRICAL_SCALE, gnb_loss, hutchinson_diagonal
+from .refresh import refresh_hessian
 from .sophia import SophiaG
 
 __all__ = [
     "EMPIRICAL_SCALE",
-    "HESSIAN_ESTIMATORS",
+    "ESTIMATORS",
+    "HessianEstimator",
+    "RefreshContext",
     "SophiaG",
+    "estimator_names",
+    "get_estimator",
     "gnb_loss",
     "hutchinson_diagonal",
+    "refresh_hessian",
+    "register_estimator",
 ]

@@ -5,7 +5,8 @@ Pure functions of torch tensors; nothing here imports from the rest of
 prompt and padding positions, and the logits at position t predict token t+1,
 so logits[:, :-1] are scored against labels[:, 1:].
 
-The three estimators the trainer offers (``--hessian_estimator``):
+The three estimators the trainer offers (``--hessian_estimator``; their interface and registry are in
+:mod:`hf_unlearn.optim.estimators`):
 
 ``gnb``
     Gauss-Newton-Bartlett (Sophia-G).  Sample ŷ from the model's own softmax on
@@ -29,9 +30,7 @@ from typing import Iterable, Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["EMPIRICAL_SCALE", "HESSIAN_ESTIMATORS", "gnb_loss", "hutchinson_diagonal", "sample_from_logits"]
-
-HESSIAN_ESTIMATORS = ("gnb", "hutchinson", "empirical")
+__all__ = ["EMPIRICAL_SCALE", "gnb_loss", "hutchinson_diagonal", "sample_from_logits"]
 
 #: Scale S of the ``empirical`` estimator ĥ = S·g⊙g, refreshed from the actual
 #: unlearning gradient at every step (k = 1).  SOUL's released code runs exactly
@@ -42,7 +41,7 @@ HESSIAN_ESTIMATORS = ("gnb", "hutchinson", "empirical")
 #: default estimator.
 EMPIRICAL_SCALE = 5120
 
-_IGNORE_INDEX = -100
+IGNORE_INDEX = -100
 
 _HUTCHINSON_HINT = (
     "Hutchinson's estimator needs a twice-differentiable loss (it computes a "
@@ -109,7 +108,7 @@ def gnb_loss(
     # A full-length mask instead of a logits[:, :-1] slice: the slice's backward would allocate a second
     # [B, T, V] gradient.
     mask = torch.zeros_like(labels, dtype=torch.bool)
-    mask[:, :-1] = labels[:, 1:] != _IGNORE_INDEX
+    mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
     num_tokens = int(mask.sum())
     if num_tokens == 0:
         raise ValueError(

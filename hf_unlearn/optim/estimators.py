@@ -1,0 +1,173 @@
+"""Hessian-diagonal estimators behind one small interface, selected by name (``--hessian_estimator``).
+
+An estimator turns a batch into a *estimate loss*: a scalar whose gradient, averaged over the
+processes, is what SophiaG folds into h (``squared=True``: h absorbs ``scale * g*g``; ``squared=False``:
+``scale * g``). The engine-specific part (plain / DDP / DeepSpeed backward and the Hessian-mode step)
+is :mod:`hf_unlearn.optim.refresh`; the formulas are in :mod:`hf_unlearn.optim.hessian`.
+
+Adding an estimator = a subclass with its `estimate_loss` (and its flags) decorated with
+`@register_estimator`, and tests against its closed form on a small model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .hessian import EMPIRICAL_SCALE, IGNORE_INDEX, gnb_loss, hutchinson_diagonal
+
+__all__ = ["ESTIMATORS", "HessianEstimator", "RefreshContext", "estimator_names", "get_estimator",
+           "register_estimator"]
+
+
+@dataclass(frozen=True)
+class RefreshContext:
+    """What an estimator may read besides the model and the batch (no Trainer).
+
+    Attributes:
+        seed, step: the run's seed and the optimizer step: every draw is a function of them (and of a
+            row's index in the global batch), so a resumed run, or another process count, draws the same.
+        rank, world: this process and the number of processes.
+        device: where the model runs.
+        batch_fraction: `--hessian_batch_fraction` (GNB's share of the rows).
+        unlearning_loss: ``(model, batch) -> loss``: the method's training loss (Hutchinson differentiates it).
+        sum_over_processes: ``int -> int``, the sum over every process (identity in one process).
+    """
+
+    seed: int
+    step: int
+    rank: int
+    world: int
+    device: torch.device
+    batch_fraction: float
+    unlearning_loss: Callable
+    sum_over_processes: Callable[[int], int]
+
+
+class HessianEstimator:
+    """Base class. `estimate_loss(model, batch, ctx) -> (loss, scale)`; flags say how the rest is done."""
+
+    name: str = ""
+    squared: bool = True  # h absorbs scale * g*g (True) or scale * g (False)
+    refreshes: bool = True  # False: no refresh step; `configure` sets up the optimizer instead
+    double_backward: bool = False  # differentiates through whole parameters twice (not under ZeRO-3)
+
+    def estimate_loss(self, model, batch: dict, ctx: RefreshContext) -> tuple[torch.Tensor, float]:
+        raise NotImplementedError
+
+    def configure(self, optimizer) -> None:
+        """Sets up SophiaG for this estimator (once, when the optimizer is created)."""
+
+
+def _row_seed(seed: int, step: int, part: int, row: int) -> int:
+    """Seed of the GNB label draws of one row of the global batch: independent of the process count."""
+    state = np.random.SeedSequence([v % 2**63 for v in (seed, step, part, row)]).generate_state(1, np.uint64)
+    return int(state[0] >> 1)
+
+
+ESTIMATORS: dict[str, type[HessianEstimator]] = {}
+
+
+def register_estimator(cls: type[HessianEstimator]) -> type[HessianEstimator]:
+    """Class decorator: makes `cls` available as ``--hessian_estimator cls.name``."""
+    if cls.name in ESTIMATORS:
+        raise ValueError(f"A Hessian estimator named {cls.name!r} is already registered.")
+    ESTIMATORS[cls.name] = cls
+    return cls
+
+
+def estimator_names() -> tuple[str, ...]:
+    return tuple(ESTIMATORS)
+
+
+def get_estimator(name: str) -> HessianEstimator:
+    """A new instance of the estimator registered as `name`."""
+    try:
+        return ESTIMATORS[name]()
+    except KeyError:
+        raise ValueError(f"Unknown hessian_estimator {name!r}; known: {', '.join(ESTIMATORS)}.") from None
+
+
+@register_estimator
+class GaussNewtonBartlett(HessianEstimator):
+    """Sophia-G: labels sampled from the model's own softmax on the answer tokens of forget and retain rows;
+    the estimate loss is their mean CE scaled by world / B_global, so that after the ranks' gradients are
+    averaged, g = ĝ over all B_global sampled tokens (as in one process), and h absorbs B_global * ĝ⊙ĝ.
+
+    Row r of the global batch draws its labels from a generator seeded by (seed, step, part, r), and
+    `batch_fraction` keeps the rows g with floor((g+1)f) > floor(g f) (evenly spaced): neither depends on
+    how the batch is split over processes.
+    """
+
+    name = "gnb"
+
+    def estimate_loss(self, model, batch, ctx):
+        total, count = None, 0
+        for part_index, part in enumerate(("forget", "retain")):
+            if part not in batch:
+                continue
+            inputs = batch[part]
+            rows = inputs["labels"].shape[0]
+            first = ctx.rank * rows
+            kept = [r for r in range(rows)
+                    if math.floor((first + r + 1) * ctx.batch_fraction) > math.floor((first + r) * ctx.batch_fraction)]
+            forward_rows = kept or [0]  # a rank with nothing kept still takes part in the backward
+            if len(forward_rows) < rows:
+                inputs = {key: value[forward_rows] if torch.is_tensor(value) else value for key, value in inputs.items()}
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+            labels = inputs["labels"]
+            if total is None:
+                total = logits.sum() * 0.0  # a rank without answer tokens still takes part in the backward
+            if not kept:
+                continue
+            answer_tokens = (labels[:, 1:] != IGNORE_INDEX).sum(-1).tolist()
+            uniforms = [torch.rand(n, generator=torch.Generator().manual_seed(
+                _row_seed(ctx.seed, ctx.step, part_index, ctx.rank * rows + row)))
+                for row, n in zip(kept, answer_tokens) if n]
+            if uniforms:
+                loss, n = gnb_loss(logits, labels, uniforms=torch.cat(uniforms).to(logits.device))
+                total, count = total + loss * n, count + n
+        global_count = ctx.sum_over_processes(count)
+        if total is None or global_count == 0:
+            raise ValueError(
+                f"The Hessian refresh at step {ctx.step} found no answer tokens in the batch (every label is -100): "
+                "GNB has nothing to sample. Check the data, or use --hessian_estimator empirical."
+            )
+        return total * (ctx.world / global_count), global_count
+
+
+@register_estimator
+class Hutchinson(HessianEstimator):
+    """Sophia-H: u ⊙ (H u) of the unlearning loss with Rademacher u drawn from (seed, step) alike on every
+    rank (so averaging u⊙H_r u over ranks gives u⊙Hu of the averaged loss). The estimate loss is the
+    surrogate ``sum <p, stop_grad(u⊙Hu)>``, whose gradient is u⊙Hu; parameters in model order."""
+
+    name = "hutchinson"
+    squared = False
+    double_backward = True
+
+    def estimate_loss(self, model, batch, ctx):
+        generator = torch.Generator(device=ctx.device)
+        generator.manual_seed(ctx.seed * 1_000_003 + ctx.step)  # a resumed run draws the same u
+        loss = ctx.unlearning_loss(model, batch)
+        params = [p for p in model.parameters() if p.requires_grad]
+        diagonals = hutchinson_diagonal(loss, params, generator)
+        del loss
+        return sum((p * d.to(p.dtype)).sum() for p, d in zip(params, diagonals)), 1.0
+
+
+@register_estimator
+class Empirical(HessianEstimator):
+    """SOUL's released code: h from the training gradient itself at every step, ĥ = S·g⊙g with
+    S = EMPIRICAL_SCALE, inside SophiaG's own step (no refresh step)."""
+
+    name = "empirical"
+    refreshes = False
+
+    def configure(self, optimizer) -> None:
+        optimizer.empirical_hessian_scale = EMPIRICAL_SCALE
+

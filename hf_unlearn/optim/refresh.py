@@ -1,0 +1,106 @@
+"""The engine-specific half of a Hessian refresh: backward the estimator's loss, average over processes,
+and fold the result into SophiaG's h with one Hessian-mode step that leaves no trace behind.
+
+The estimate goes through SophiaG's Hessian mode (`SophiaG.collecting_hessian`): inside it, `step()`
+folds whatever sits in the gradients into h (``scale * g*g`` for GNB, ``g`` for Hutchinson's ``u*Hu``)
+and leaves the parameters, m and the step count alone. So h is refreshed by the same `step()` call, on
+the same tensors, as the real update.
+
+One process: backward the estimate loss, `sophia.step()` in Hessian mode, zero the grads.
+
+DDP: the backward runs under `no_sync()` (the refresh runs on the first micro-batch, maybe inside
+Trainer's own `no_sync`, and must not leave a half-reduced bucket behind), then the gradients are
+averaged across ranks by hand (SUM then divide: gloo has no AVG), then the Hessian-mode step.
+
+DeepSpeed (ZeRO-1/2/3): DeepSpeed gives the client optimizer flat fp32 partitions of the parameters
+(ZeRO-2 keeps them in ``param_groups``; ZeRO-3 swaps each sub-group in and out around its `step()`),
+reduces and partitions the gradients inside the engine, and calls the client `step()` itself. The
+refresh uses that same path: the estimate loss is backpropagated with ``engine.backward`` and
+``engine.step()`` runs inside Hessian mode, so the engine reduce-scatters the gradient and each rank
+folds into h exactly the shard of m and h it owns. Around that one engine step:
+* a gradient-accumulation boundary is forced (`set_gradient_accumulation_boundary(True)`), so the
+  engine reduces and steps even when gradient_accumulation_steps > 1; the refresh runs on the first
+  micro-batch of an optimizer step, when no real gradient has accumulated yet;
+* gradient clipping is off (engine config and the ZeRO optimizer's ``clip_grad``): a clipped sampled
+  gradient would bias ĥ = B·ĝ⊙ĝ;
+* the engine's LR scheduler is detached (Trainer steps its own, but a DeepSpeed-config one would tick);
+* the engine's ``global_steps``, ``global_samples``, ``micro_steps`` and ``skipped_steps`` and the
+  boundary flag are restored afterwards, so the refresh is invisible to the engine's bookkeeping. With
+  fp16 loss scaling an overflowing refresh is skipped by the engine (h keeps its old value) and lowers
+  the loss scale, as an overflowing step would.
+An estimator that differentiates twice (Hutchinson) cannot do so through the engine: it runs on the
+unwrapped module (ZeRO-1/2 keep whole parameters on every rank; ZeRO-3 is refused up front) and only
+its surrogate loss goes through the engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .estimators import HessianEstimator, RefreshContext
+from .sophia import SophiaG
+
+
+def refresh_hessian(model, batch: dict, sophia: SophiaG, estimator: HessianEstimator, ctx: RefreshContext, *,
+                    engine=None, autocast=contextlib.nullcontext) -> None:
+    """Estimates diag(H) on `batch` and folds it into `sophia`'s h; leaves no gradient behind.
+
+    `engine`: the DeepSpeed engine (then `model` is it), else None. `autocast`: the context the loss is
+    computed under (Trainer's `compute_loss_context_manager`).
+    """
+    if engine is not None:
+        forward_model = engine.module if estimator.double_backward else engine
+        with autocast():
+            loss, scale = estimator.estimate_loss(forward_model, batch, ctx)
+        _engine_hessian_step(engine, sophia, loss, scale, estimator.squared)
+        return
+    distributed = ctx.world > 1 and hasattr(model, "no_sync")
+    with model.no_sync() if distributed else contextlib.nullcontext():
+        with autocast():
+            loss, scale = estimator.estimate_loss(model, batch, ctx)
+            loss.backward()
+    if ctx.world > 1:
+        _average_gradients(sophia, ctx.world)
+    with sophia.collecting_hessian(scale=scale, squared=estimator.squared):
+        sophia.step()
+    model.zero_grad(set_to_none=True)
+
+
+def _average_gradients(sophia: SophiaG, world: int) -> None:
+    for group in sophia.param_groups:
+        for param in group["params"]:
+            if param.grad is not None:
+                torch.distributed.all_reduce(param.grad, op=torch.distributed.ReduceOp.SUM)  # gloo has no AVG
+                param.grad.div_(world)
+
+
+def _engine_hessian_step(engine, sophia: SophiaG, loss, scale: float, squared: bool) -> None:
+    """One `engine.backward` + `engine.step()` in SophiaG's Hessian mode, invisible to the engine's counters."""
+    zero_optimizer = engine.optimizer
+    counters = {name: getattr(engine, name) for name in
+                ("global_steps", "global_samples", "micro_steps", "skipped_steps")}
+    boundary = getattr(engine, "_is_gradient_accumulation_boundary", None)
+    clip_config = engine._config.gradient_clipping
+    clip_optimizer = getattr(zero_optimizer, "clip_grad", None)
+    scheduler = engine.lr_scheduler
+    try:
+        engine._config.gradient_clipping = 0.0
+        if clip_optimizer is not None:
+            zero_optimizer.clip_grad = 0.0
+        engine.lr_scheduler = None
+        engine.set_gradient_accumulation_boundary(True)
+        with sophia.collecting_hessian(scale=scale, squared=squared):
+            engine.backward(loss, scale_wrt_gas=False)
+            engine.step()
+    finally:
+        for name, value in counters.items():
+            setattr(engine, name, value)
+        engine._is_gradient_accumulation_boundary = boundary
+        if boundary is not None and hasattr(zero_optimizer, "set_gradient_accumulation_boundary"):
+            zero_optimizer.set_gradient_accumulation_boundary(boundary)
+        engine._config.gradient_clipping = clip_config
+        if clip_optimizer is not None:
+            zero_optimizer.clip_grad = clip_optimizer
+        engine.lr_scheduler = scheduler
