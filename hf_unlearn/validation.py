@@ -124,16 +124,21 @@ def check_lora_flags(model_args) -> None:
 
 
 def check_attention(args, model=None, attn_implementation: str | None = None) -> None:
-    """Hutchinson differentiates the loss twice; of the attention kernels only `eager` allows that."""
-    if getattr(args, "unlearn_optimizer", None) != "sophia" or getattr(args, "hessian_estimator", None) != "hutchinson":
+    """An estimator that differentiates the loss twice (Hutchinson) needs an attention kernel that allows it:
+    of the attention kernels only `eager` does."""
+    from .optim.estimators import ESTIMATORS
+
+    estimator = ESTIMATORS.get(getattr(args, "hessian_estimator", None))
+    if getattr(args, "unlearn_optimizer", None) != "sophia" or estimator is None or not estimator.double_backward:
         return
     used = attn_implementation
     if model is not None:
         used = getattr(getattr(model, "config", None), "_attn_implementation", None) or used
     if used not in ATTENTION_FOR_DOUBLE_BACKWARD:
         raise RunInputError(
-            f"--hessian_estimator hutchinson needs a double backward, which the {used or 'default (sdpa)'} attention "
-            "kernel does not have: add --attn_implementation eager, or use --hessian_estimator gnb."
+            f"--hessian_estimator {args.hessian_estimator} needs a double backward, which the "
+            f"{used or 'default (sdpa)'} attention kernel does not have: add --attn_implementation eager, or use "
+            "--hessian_estimator gnb."
         )
 
 
