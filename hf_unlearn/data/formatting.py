@@ -35,7 +35,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-IGNORE_INDEX = -100
+from ..answer_tokens import IGNORE_INDEX  # the one definition
+
 PLAIN_TEMPLATE = "Question: {question}\nAnswer: "
 #: The date a chat template gets when no date_string is given: Llama-3.1/3.2 templates' own fallback.
 DEFAULT_DATE_STRING = "26 Jul 2024"

@@ -43,7 +43,8 @@ from scipy import stats as _sp_stats
 from scipy.special import logsumexp as _logsumexp
 from sklearn.metrics import roc_auc_score as _roc_auc_score
 
-IGNORE_INDEX = -100
+from ..answer_tokens import IGNORE_INDEX, answer_mask  # noqa: E402
+
 DEFAULT_MIN_K = 0.4
 # Floor on the variance of log p under the model's next-token distribution in
 # Min-K%++ (sigma >= 1e-3); guards against near one-hot predictions.
@@ -194,7 +195,7 @@ def _shift(logits: torch.Tensor, labels: torch.Tensor):
     work = torch.float64 if logits.dtype == torch.float64 else torch.float32
     shifted = logits[:, :-1, :].to(work)
     targets = labels[:, 1:].to(device=logits.device)
-    mask = targets != IGNORE_INDEX
+    mask = answer_mask(labels).to(device=logits.device)
     safe_targets = targets.masked_fill(~mask, 0).long()
     return shifted, safe_targets, mask
 
@@ -255,7 +256,7 @@ def argmax_correct(
             f"{tuple(logits.shape)} and {tuple(labels.shape)}"
         )
     targets = labels[:, 1:].to(device=logits.device)
-    mask = targets != IGNORE_INDEX
+    mask = answer_mask(labels).to(device=logits.device)
     preds = logits[:, :-1, :].argmax(dim=-1)
     return (preds == targets) & mask, mask
 

@@ -12,29 +12,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from ..answer_tokens import IGNORE_INDEX, answer_labels, answer_lengths, answer_mask, answer_rows  # noqa: F401
 
 
 def upcast(tensor: torch.Tensor) -> torch.Tensor:
     """float16/bfloat16 -> float32 (softmax arithmetic); other dtypes unchanged."""
     return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
-
-
-def answer_rows(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """[N, V] logits at the N positions that predict an answer token (the rows every loss scores).
-
-    Indexed with a full-length mask rather than through a ``logits[:, :-1]`` slice: the slice's backward
-    would allocate a second [B, T, V] gradient next to the index's.
-    """
-    predicts_answer = torch.zeros_like(labels, dtype=torch.bool)
-    predicts_answer[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-    return logits[predicts_answer]
-
-
-def answer_labels(labels: torch.Tensor) -> torch.Tensor:
-    """[N] the answer tokens, in the order of `answer_rows`."""
-    shifted = labels[:, 1:]
-    return shifted[shifted != IGNORE_INDEX]
 
 
 def _answer_rows(logits: torch.Tensor, labels: torch.Tensor):
@@ -43,7 +26,7 @@ def _answer_rows(logits: torch.Tensor, labels: torch.Tensor):
     Selecting before any arithmetic keeps the softmax off prompt and padding positions (time and
     memory); half-precision rows are upcast after the selection, not before.
     """
-    mask = labels[:, 1:] != IGNORE_INDEX
+    mask = answer_mask(labels)
     return upcast(answer_rows(logits, labels)), labels[:, 1:][mask], mask
 
 
@@ -63,10 +46,6 @@ def nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """[B] sum of cross-entropy over each sequence's answer tokens (= -log pi(y|x))."""
     return token_nll(logits, labels)[0].sum(-1)
-
-
-def answer_lengths(labels: torch.Tensor) -> torch.Tensor:
-    return (labels[:, 1:] != IGNORE_INDEX).sum(-1)
 
 
 def kl_on_answers(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .hessian import EMPIRICAL_SCALE, IGNORE_INDEX, gnb_loss, hutchinson_diagonal
+from ..answer_tokens import answer_lengths
+from .hessian import EMPIRICAL_SCALE, gnb_loss, hutchinson_diagonal
 
 __all__ = ["ESTIMATORS", "HessianEstimator", "RefreshContext", "estimator_names", "get_estimator",
            "register_estimator"]
@@ -124,7 +125,7 @@ class GaussNewtonBartlett(HessianEstimator):
                 total = logits.sum() * 0.0  # a rank without answer tokens still takes part in the backward
             if not kept:
                 continue
-            answer_tokens = (labels[:, 1:] != IGNORE_INDEX).sum(-1).tolist()
+            answer_tokens = answer_lengths(labels).tolist()
             uniforms = [torch.rand(n, generator=torch.Generator().manual_seed(
                 _row_seed(ctx.seed, ctx.step, part_index, ctx.rank * rows + row)))
                 for row, n in zip(kept, answer_tokens) if n]

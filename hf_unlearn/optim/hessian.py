@@ -30,6 +30,8 @@ from typing import Iterable, Optional
 import torch
 import torch.nn.functional as F
 
+from ..answer_tokens import predicts_answer
+
 __all__ = ["EMPIRICAL_SCALE", "gnb_loss", "hutchinson_diagonal", "sample_from_logits"]
 
 #: Scale S of the ``empirical`` estimator ĥ = S·g⊙g, refreshed from the actual
@@ -41,7 +43,6 @@ __all__ = ["EMPIRICAL_SCALE", "gnb_loss", "hutchinson_diagonal", "sample_from_lo
 #: default estimator.
 EMPIRICAL_SCALE = 5120
 
-IGNORE_INDEX = -100
 
 _HUTCHINSON_HINT = (
     "Hutchinson's estimator needs a twice-differentiable loss (it computes a "
@@ -105,10 +106,7 @@ def gnb_loss(
             f"gnb_loss: labels shape {tuple(labels.shape)} does not match the first two "
             f"dimensions of logits {tuple(logits.shape)}; pass labels of shape (batch, seq)."
         )
-    # A full-length mask instead of a logits[:, :-1] slice: the slice's backward would allocate a second
-    # [B, T, V] gradient.
-    mask = torch.zeros_like(labels, dtype=torch.bool)
-    mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    mask = predicts_answer(labels)  # full length: no second [B, T, V] gradient from a slice's backward
     num_tokens = int(mask.sum())
     if num_tokens == 0:
         raise ValueError(
