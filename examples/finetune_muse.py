@@ -3,10 +3,10 @@
     python -m hf_unlearn.offline.muse_synthetic data/muse
     python examples/finetune_muse.py --model_name_or_path tiny-llama --dataset_name data/muse \
         --train_splits forget,retain1,retain2 --output_dir outputs/muse_target --max_length 256 \
-        --num_train_epochs 40 --learning_rate 3e-3
+        --num_train_epochs 80 --learning_rate 2e-3
     python examples/finetune_muse.py --model_name_or_path tiny-llama --dataset_name data/muse \
         --train_splits retain1,retain2 --output_dir outputs/muse_retrain --max_length 256 \
-        --num_train_epochs 40 --learning_rate 3e-3
+        --num_train_epochs 80 --learning_rate 2e-3
 
 Documents are cut into windows of `--max_length` tokens and every token is trained (`hf_unlearn.data.text`).
 `--model_name_or_path tiny-llama` builds a tokenizer trained on the corpus and a small Llama from scratch
