@@ -31,18 +31,26 @@ TINY_SIZES = {
 
 
 def use_gloo_on_cpu(args: TrainingArguments) -> bool:
-    """DeepSpeed launched on several CPU processes needs `--ddp_backend gloo`; without it accelerate sets up
-    no process group for the Trainer and DeepSpeed fails later with a bare batch-size mismatch. When the user
-    gave no backend, choose gloo for them (one line says so) and set the devices up again. True if it did."""
+    """Several processes on a CPU-only machine need a CPU process group, which accelerate's config files cannot
+    ask for. DeepSpeed needs `--ddp_backend gloo` (without it DeepSpeed fails later with a bare batch-size
+    mismatch); plain data parallel needs `--use_cpu true` (without it every process trains alone, as rank 0,
+    into the same folder). When the user chose neither, choose for them (one line says so) and set the devices
+    up again. True if it did."""
     deepspeed = bool(args.deepspeed) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if not deepspeed or world < 2 or args.ddp_backend is not None or torch.cuda.is_available():
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2 or torch.cuda.is_available():
         return False
-    args.ddp_backend = "gloo"
-    args.__dict__.pop("_setup_devices", None)  # cached by TrainingArguments with the backend unset
+    if deepspeed and args.ddp_backend is None:
+        args.ddp_backend = "gloo"
+        message = "DeepSpeed on CPU: using --ddp_backend gloo (set --ddp_backend to choose another)."
+    elif not deepspeed and not args.use_cpu:
+        args.use_cpu = True
+        message = "several processes on a CPU-only machine: using --use_cpu true (one process group over gloo)."
+    else:
+        return False
+    args.__dict__.pop("_setup_devices", None)  # cached by TrainingArguments with the old settings
     _ = args.device
     if args.process_index == 0:
-        print("[hf-unlearn] DeepSpeed on CPU: using --ddp_backend gloo (set --ddp_backend to choose another).")
+        print(f"[hf-unlearn] {message}")
     return True
 
 

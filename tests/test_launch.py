@@ -46,12 +46,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(recipe: str, workspace: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+def _launch(recipe: str, workspace: Path, out: Path, *extra: str, processes: int = 2) -> subprocess.CompletedProcess:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(RECIPES / recipe),
-               "--num_processes", "2", "--main_process_port", str(_free_port()),
+               "--num_processes", str(processes), "--main_process_port", str(_free_port()),
                str(REPO / "examples" / "run_tofu.py"),
                "--model_name_or_path", str(workspace / "target"), "--dataset_name", str(workspace / "tofu"),
                "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "2",
@@ -95,3 +95,20 @@ def test_readme_deepspeed_launch_with_default_flags(recipe, launch_workspace, tm
     if recipe == "zero3.yaml":
         history = json.loads((out / "tofu_history.json").read_text())["history"]
         assert [h["step"] for h in history] == [1, 2]
+
+
+@pytest.mark.parametrize("recipe, processes", [("ddp.yaml", 2), ("single.yaml", 1)])
+def test_readme_launch_under_ddp_and_single_process_recipes(recipe, processes, launch_workspace, tmp_path):
+    """The other two recipes of recipes/accelerate/ with the script's defaults (before/after evaluation)."""
+    out = tmp_path / "unlearned"
+    # No --use_cpu: on a CPU-only machine the script forms the process group itself (one line says so).
+    result = _launch(recipe, launch_workspace, out, processes=processes)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-5000:]
+    assert log.count("[run_tofu] grad_diff + adamw") == 1  # rank 0 only: the ranks form one process group
+    assert log.count("using --use_cpu true") == (processes > 1)
+    info = json.loads((out / "run_info.json").read_text())
+    reference = _single_process_summary(launch_workspace)
+    for key in ("forget_prob", "retain_prob", "model_utility"):
+        assert info["before"][key] == pytest.approx(reference[key], rel=1e-4, abs=1e-6), key
+    assert info["after"]["forget_prob"] != pytest.approx(reference["forget_prob"], rel=1e-6)  # it trained
