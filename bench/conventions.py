@@ -88,7 +88,8 @@ def measure(seed: int = 0, train_steps: int = 60) -> list[tuple[str, str, str, s
 
     # KL retain term: answer tokens vs every position (batchmean over B*T rows)
     z, zr = _logits(model, r), _logits(reference, r)
-    ours, theirs = losses.kl_on_answers(z, zr, r["labels"]).item(), losses.kl_all_positions(z, zr).item()
+    ours = losses.kl_on_answers(z, losses.answer_rows(zr, r["labels"]), r["labels"]).item()
+    theirs = losses.kl_all_positions(z, zr).item()
     rows.append(("KL retain (retain_kl_positions answer / all)", f"{ours:.5g}", f"{theirs:.5g}", _rel(ours, theirs)))
 
     # UNDIAL: mean over answer tokens vs over every shifted position

@@ -97,9 +97,12 @@ def _memory_run(ctx, tokenizer, size, dataset, method: str, warmup: int) -> dict
 
 
 def _teacher_diagnostic(tokenizer, size, batch, repeats: int) -> dict:
-    """The teacher's forward as the registry runs it (logits at every position) against hidden states plus
-    the LM head on the answer positions only (what UNDIAL's loss reads), interleaved."""
+    """The teacher's forward with logits at every position (as the registry ran it before) against the one the
+    registry runs now, `ReferenceModel.answer_logits` (the LM head on the answer positions only), interleaved."""
+    from hf_unlearn.models.reference import ReferenceModel
+
     model = C.build_model(tokenizer, size, seed=0).eval()
+    reference = ReferenceModel(model)
     part = batch["forget"]
     mask = part["labels"][:, 1:] != -100
     times = {"full_logits": [], "answer_positions_only": []}
@@ -109,8 +112,7 @@ def _teacher_diagnostic(tokenizer, size, batch, repeats: int) -> dict:
             model(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits
             times["full_logits"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            hidden = model.model(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).last_hidden_state
-            model.lm_head(hidden[:, :-1][mask])
+            reference.answer_logits(part)
             times["answer_positions_only"].append(time.perf_counter() - start)
     return {name: C.median(ts) for name, ts in times.items()} | {
         "positions": int(mask.numel()), "answer_positions": int(mask.sum())}

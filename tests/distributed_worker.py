@@ -228,6 +228,8 @@ def run_job(job: dict, tokenizer_dir: str, output_dir: str, tofu_dir: str | None
 
     history = trainer.state.log_history
     record["losses"] = [h["loss"] for h in history if "loss" in h]
+    # whether the reference's LM head ran on the answer positions only (models/heads.py), through any engine
+    record["reference_answer_head"] = None if trainer.reference is None else trainer.reference._masked_head
     record["learning_rates"] = [h["learning_rate"] for h in history if "learning_rate" in h]
     record["terms"] = {key: [h[key] for h in history if "loss" in h and key in h]
                        for key in ("forget_loss", "retain_loss")}

@@ -288,6 +288,7 @@ def test_zero3_sophia_gnb_with_sharded_reference_matches_one_process(zero3, base
     for rec in ranks:
         assert rec["partitioned_at_init"]  # reference built by the zero.Init + gathered-copy path
         assert rec["reference"] == "DeepSpeedEngine"
+        assert rec["reference_answer_head"] is True  # its LM head ran on the answer positions only
     _check_half_state(ranks, expected["state_numel"])
     _check_engine_counters(ranks)
 
@@ -346,6 +347,7 @@ def test_zero3_lora_undial_runs_with_adapters_off_reference(zero3, workspace):
     ranks = _ranks(result, "lora_undial")
     for rec in ranks:
         assert rec["reference"] == "PeftModel" and rec["optimizer"] == "SophiaG"
+        assert rec["reference_answer_head"] is True
         assert rec["trainable_numel"] == LORA_NUMEL
         assert rec["refresh_steps"] == [0, 3] and rec["hessian_updates"] == 2
         assert len(rec["losses"]) == 5 and all(math.isfinite(x) for x in rec["losses"])

@@ -81,8 +81,9 @@ def test_kl_on_answers_by_hand():
         for t, _ in pairs:
             lp, lr = log_softmax(LOGITS[b][t].tolist()), log_softmax(ref_logits[b][t].tolist())
             total += sum(math.exp(r) * (r - p) for p, r in zip(lp, lr))
-    assert losses.kl_on_answers(LOGITS, ref_logits, LABELS).item() == pytest.approx(total / 4, rel=1e-12)
-    assert losses.kl_on_answers(LOGITS, LOGITS, LABELS).item() == pytest.approx(0.0, abs=1e-15)
+    ref_rows = losses.answer_rows(ref_logits, LABELS)  # the reference's logits at the answer positions only
+    assert losses.kl_on_answers(LOGITS, ref_rows, LABELS).item() == pytest.approx(total / 4, rel=1e-12)
+    assert losses.kl_on_answers(LOGITS, losses.answer_rows(LOGITS, LABELS), LABELS).item() == pytest.approx(0.0, abs=1e-15)
 
 
 def test_undial_by_hand_and_target_mass():
@@ -117,7 +118,7 @@ def test_prompt_and_padding_positions_change_nothing(name):
     fn = {
         "nll": lambda lg: losses.nll(lg, LABELS),
         "undial": lambda lg: undial_loss(lg, other, LABELS, 3.0),
-        "kl": lambda lg: losses.kl_on_answers(lg, other, LABELS),
+        "kl": lambda lg: losses.kl_on_answers(lg, losses.answer_rows(other, LABELS), LABELS),
         "npo_seq": lambda lg: npo_loss(losses.sequence_nll(lg, LABELS), torch.zeros(2, dtype=lg.dtype), 0.1),
     }[name]
     assert fn(disturbed).item() == pytest.approx(fn(LOGITS).item(), rel=1e-13)

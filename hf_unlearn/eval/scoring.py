@@ -39,7 +39,6 @@ runs the same number of forwards / ``generate`` calls, ``synced_gpus=True``; gen
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ import numpy as np
 import torch
 
 from ..data.formatting import IGNORE_INDEX, PromptTemplate, encode_prompt, encode_qa
+from ..models.heads import accepts_logits_to_keep
 from .decoding import DecodeStats, greedy_decode, supports_row_pool
 from .metrics import MIN_K_PP_VARIANCE_FLOOR
 
@@ -204,15 +204,6 @@ def _batches(order: Sequence[int], batch_size: int) -> list[list[int]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    """Whether the (base) model's forward takes ``logits_to_keep``: then the LM head runs only on
-    the positions that score answers, not on the prompt."""
-    try:
-        return "logits_to_keep" in inspect.signature(_base_model(model).forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]],
                   template: Optional[PromptTemplate] = None) -> list[tuple[list[int], int]]:
     """(input ids, prompt length) of each pair, via encode_qa."""
@@ -245,7 +236,8 @@ def _score_batch(model, encoded, need_stats, pad_id, device):
     # Positions whose logits predict an answer token: prompt_len - 1 .. len - 2.
     n_answer = [length - n_prompt for length, (_, n_prompt) in zip(lengths, encoded)]
     first = min(n_prompt for _, n_prompt in encoded) - 1
-    kwargs = {"logits_to_keep": width - first} if _accepts_logits_to_keep(model) else {}
+    # The LM head runs only from the first answer position on, where the forward allows it.
+    kwargs = {"logits_to_keep": width - first} if accepts_logits_to_keep(model) else {}
     logits = model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits  # [B, <=T, V]
     offset = width - logits.shape[1]  # logits[:, k] belongs to position offset + k
 

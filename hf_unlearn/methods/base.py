@@ -139,8 +139,8 @@ def shared_retain_term(model, batch, reference, settings) -> torch.Tensor:
         ref_logits = reference(part).logits
         return losses.kl_all_positions(logits_of(model, part), ref_logits)
     logits = logits_of(model, part)
-    if settings.retain_loss_type == "kl":
-        return losses.kl_on_answers(logits, reference(part).logits, part["labels"])
+    if settings.retain_loss_type == "kl":  # the reference's LM head runs on the answer positions only
+        return losses.kl_on_answers(logits, reference.answer_logits(part), part["labels"])
     return losses.nll(logits, part["labels"])
 
 

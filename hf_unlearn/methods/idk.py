@@ -34,8 +34,10 @@ def idk_nll_term(model, batch, reference, settings, logs):
 
 def idk_dpo_term(model, batch, reference, settings, logs):
     chosen, rejected = batch["idk"], batch["forget"]
-    # Reference forwards first, reduced at once: the frozen model's logits never coexist with the policy's.
-    ref = {name: losses.sequence_nll(reference(p).logits, p["labels"]) for name, p in (("c", chosen), ("r", rejected))}
+    # Reference forwards first (LM head on answer positions only), reduced at once: the frozen model's logits
+    # never coexist with the policy's.
+    ref = {name: losses.sequence_nll_from_rows(reference.answer_logits(p), p["labels"])
+           for name, p in (("c", chosen), ("r", rejected))}
     seq = {name: losses.sequence_nll(logits_of(model, p), p["labels"]) for name, p in (("c", chosen), ("r", rejected))}
     logs["forget_nll"] = (seq["r"].sum() / losses.answer_lengths(rejected["labels"]).sum()).detach()
     return dpo_loss(seq["c"], seq["r"], ref["c"], ref["r"], settings.npo_beta)

@@ -20,20 +20,19 @@ def upcast(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
-def _answer_rows(logits: torch.Tensor, labels: torch.Tensor):
-    """Logit rows that predict an answer token, their labels and the [B, T-1] answer mask.
-
-    Selecting before any arithmetic keeps the softmax off prompt and padding positions (time and
-    memory); half-precision rows are upcast after the selection, not before.
-    """
-    mask = answer_mask(labels)
-    return upcast(answer_rows(logits, labels)), labels[:, 1:][mask], mask
-
-
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-position cross-entropy (0 off the answer) and the answer mask, both [B, T-1]."""
-    rows, targets, mask = _answer_rows(logits, labels)
-    ce = F.cross_entropy(rows, targets, reduction="none")
+    """Per-position cross-entropy (0 off the answer) and the answer mask, both [B, T-1].
+
+    Selecting the answer rows before any arithmetic keeps the softmax off prompt and padding positions
+    (time and memory); half-precision rows are upcast after the selection, not before.
+    """
+    return token_nll_from_rows(answer_rows(logits, labels), labels)
+
+
+def token_nll_from_rows(rows: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`token_nll` from the [N, V] answer rows alone (`answer_rows` order; a reference's `answer_logits`)."""
+    mask = answer_mask(labels)
+    ce = F.cross_entropy(upcast(rows), labels[:, 1:][mask], reduction="none")
     return torch.zeros(mask.shape, dtype=ce.dtype, device=ce.device).masked_scatter(mask, ce), mask
 
 
@@ -48,15 +47,22 @@ def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return token_nll(logits, labels)[0].sum(-1)
 
 
-def kl_on_answers(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def sequence_nll_from_rows(rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`sequence_nll` from the [N, V] answer rows alone (`answer_rows` order)."""
+    return token_nll_from_rows(rows, labels)[0].sum(-1)
+
+
+def kl_on_answers(logits: torch.Tensor, ref_rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """KL(p_ref || p_theta) summed over the vocabulary, averaged over answer tokens.
 
-    The retain term of TOFU's KL baseline and of `--retain_loss_type kl`.
+    `ref_rows` are the reference's [N, V] logits at the answer positions (`answer_rows` order; the
+    reference computes only those, `ReferenceModel.answer_logits`). The retain term of TOFU's KL baseline
+    and of `--retain_loss_type kl`.
     """
-    rows, _, mask = _answer_rows(logits, labels)
+    rows = upcast(answer_rows(logits, labels))
     log_p = F.log_softmax(rows, -1)
-    log_ref = F.log_softmax(ref_logits[:, :-1][mask].to(rows.dtype), -1)
-    return (log_ref.exp() * (log_ref - log_p)).sum(-1).sum() / mask.sum().clamp_min(1)
+    log_ref = F.log_softmax(ref_rows.to(rows.dtype), -1)
+    return (log_ref.exp() * (log_ref - log_p)).sum(-1).sum() / max(rows.shape[0], 1)
 
 
 def kl_all_positions(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:

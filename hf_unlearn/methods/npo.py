@@ -37,11 +37,11 @@ def simnpo_loss(seq_nll: torch.Tensor, lengths: torch.Tensor, beta: float, gamma
     return -(2.0 / beta) * F.logsigmoid(beta * seq_nll / lengths.clamp_min(1) - gamma).mean()
 
 
-# The reference forward runs first and is reduced at once to sequence NLLs, so the frozen model's
-# vocabulary-sized logits are freed before the policy's exist: peak memory stays that of one.
+# The reference forward runs first (its LM head on the answer positions only) and is reduced at once to
+# sequence NLLs, so the frozen model's logits are freed before the policy's exist.
 def npo_term(model, batch, reference, settings, logs):
     part = batch["forget"]
-    ref_seq = losses.sequence_nll(reference(part).logits, part["labels"])
+    ref_seq = losses.sequence_nll_from_rows(reference.answer_logits(part), part["labels"])
     seq = losses.sequence_nll(logits_of(model, part), part["labels"])
     logs["forget_nll"] = (seq.sum() / losses.answer_lengths(part["labels"]).sum()).detach()
     return npo_loss(seq, ref_seq, settings.npo_beta)

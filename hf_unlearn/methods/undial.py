@@ -43,10 +43,10 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, labels: torch
 
 def undial_term(model, batch, reference, settings, logs):
     # The adjusted target q is built before the student's forward: only q, not the teacher's rows as well,
-    # is alive at the memory peak.
+    # is alive at the memory peak. The teacher's LM head runs on the answer positions only.
     part = batch["forget"]
     labels = part["labels"]
-    teacher = losses.upcast(losses.answer_rows(reference(part).logits, labels))
+    teacher = losses.upcast(reference.answer_logits(part))
     target = undial_target(teacher, losses.answer_labels(labels), settings.undial_beta)
     del teacher
     logits = logits_of(model, part)

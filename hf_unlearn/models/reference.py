@@ -36,13 +36,20 @@ from typing import Any
 
 import torch
 
+from . import heads
+
 
 class ReferenceModel:
-    """Calls a model without gradients; with `adapters_off`, inside `disable_adapter()`."""
+    """Calls a model without gradients; with `adapters_off`, inside `disable_adapter()`.
+
+    `answer_logits` computes the LM head only at the positions that predict an answer token (what NPO,
+    IdkDPO, UNDIAL and the answer-token KL read): `models.heads`.
+    """
 
     def __init__(self, module: torch.nn.Module, adapters_off: bool = False):
         self.module = module
         self.adapters_off = adapters_off
+        self._masked_head: bool | None = None  # heads.keeps_masked_positions, checked at the first call
 
     @classmethod
     def frozen_copy(cls, model: torch.nn.Module, device=None, dtype: torch.dtype | None = None) -> "ReferenceModel":
@@ -78,14 +85,24 @@ class ReferenceModel:
         engine.eval()
         return cls(engine)
 
+    def _context(self):
+        return self.module.disable_adapter() if self.adapters_off else contextlib.nullcontext()
+
     @torch.no_grad()
     def __call__(self, part: dict, output_hidden_states: bool = False):
-        context = self.module.disable_adapter() if self.adapters_off else contextlib.nullcontext()
-        with context:
+        with self._context():
             return self.module(
                 input_ids=part["input_ids"], attention_mask=part["attention_mask"],
                 output_hidden_states=output_hidden_states,
             )
+
+    @torch.no_grad()
+    def answer_logits(self, part: dict) -> torch.Tensor:
+        """[N, V] the reference's logits at the positions that predict an answer token (`answer_rows` order)."""
+        if self._masked_head is None:
+            self._masked_head = heads.keeps_masked_positions(self.module)
+        with self._context():
+            return heads.answer_logits(self.module, part, masked=self._masked_head)
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
