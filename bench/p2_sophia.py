@@ -7,8 +7,10 @@ period holds exactly one refresh), and the first period is the warm-up.
 
 Also measured, on the Sophia trainer:
 
-* ``refresh``: wall time of `UnlearningTrainer._refresh_hessian` (GNB forward on forget and retain, label
-  sampling, backward, fold into h), and of the GNB estimator's `estimate_loss` inside it (forwards + sampling);
+* ``refresh``: wall time of `UnlearningTrainer._refresh_hessian` (label sampling, backward, fold into h, and the
+  GNB forward on forget and retain when the refresh runs its own), and of the GNB estimator's `estimate_loss`
+  inside it (forwards if any + sampling). ``refresh_path`` says which refresh ran: ``step_forward`` (GNB's
+  logits taken from the training step's own forward, the default in one process) or ``own_forward``;
 * ``optimizer.step``: SophiaG's step alone vs AdamW's (fused) step alone.
 
 A third trainer in the same lockstep runs SophiaG with ``hessian_batch_fraction=0.5`` (the refresh
@@ -101,6 +103,7 @@ def run(ctx: C.BenchContext) -> dict:
     step_times: dict[str, list[list[float]]] = {"sophia": [], "sophia_half": [], "adamw": []}
     refresh, gnb_forward, sophia_step, adamw_step = [], [], [], []
     refresh_steps = []
+    refresh_paths = {}
     last_sophia = None
     for block in range(blocks):
         trainers = {}
@@ -144,6 +147,7 @@ def run(ctx: C.BenchContext) -> dict:
         sophia_step.extend(real[k:])
         adamw_step.extend(opt_watches["adamw"].times[k:])
         refresh_steps = sophia.hessian_callback.refresh_steps
+        refresh_paths = {name: trainers[name].refresh_path for name in ("sophia", "sophia_half")}
         last_sophia = sophia
 
     per_step = {name: [_mean(b) for b in blocks_] for name, blocks_ in step_times.items()}
@@ -166,8 +170,10 @@ def run(ctx: C.BenchContext) -> dict:
           f"{_mean(sum(step_times['sophia'], [])) * 1e3:.1f} ms, adamw {adamw_mean * 1e3:.1f} ms -> ratio {value:.3f} "
           f"(per block {', '.join(f'{x:.3f}' for x in block_means)}); with hessian_batch_fraction 0.5: "
           f"{value_half:.3f}")
-    C.log(f"[P2] refresh {refresh_mean * 1e3:.1f} ms = {refresh_mean / adamw_mean:.2f} AdamW steps "
-          f"(GNB loss incl. 2 forwards + sampling {_mean(gnb_forward) * 1e3:.1f} ms); non-refresh steps sophia/adamw "
+    forwards = "no forward" if refresh_paths["sophia"] == "step_forward" else "2 forwards"
+    C.log(f"[P2] refresh path: {refresh_paths['sophia']} (half-batch: {refresh_paths['sophia_half']}); refresh "
+          f"{refresh_mean * 1e3:.1f} ms = {refresh_mean / adamw_mean:.2f} AdamW steps "
+          f"(GNB loss incl. {forwards} + sampling {_mean(gnb_forward) * 1e3:.1f} ms); non-refresh steps sophia/adamw "
           f"{C.median(non_refresh['sophia']) / C.median(non_refresh['adamw']):.3f}; optimizer.step alone sophia "
           f"{C.median(sophia_step) * 1e3:.2f} ms vs adamw {C.median(adamw_step) * 1e3:.2f} ms")
     C.log(f"[P2] GNB label draw: multinomial {sampling['multinomial'] * 1e3:.1f} ms vs inverse CDF "
@@ -178,13 +184,15 @@ def run(ctx: C.BenchContext) -> dict:
     projected = {"refresh_on_forget_only": value - refresh_mean * (1 - share) / (k * adamw_mean)}
     return C.write_result(
         ctx, ID, measure=MEASURE, value=value, target=TARGET, passed=None if ctx.smoke else value <= LIMIT,
-        display=f"{value:.3f}x (refresh {refresh_mean / adamw_mean:.2f} steps; half-batch refresh {value_half:.3f}x)",
+        display=f"{value:.3f}x (refresh {refresh_mean / adamw_mean:.2f} steps, {refresh_paths['sophia']}; "
+                f"half-batch refresh {value_half:.3f}x)",
         numbers={
             "ratio_mean_over_periods": value, "block_ratios_mean_over_periods": block_means,
             "ratio_mean_over_periods_half_batch_refresh": value_half,
             "median_ratio": medians,
             "per_block_mean_step_s": per_step,
             "sophia": C.summarise_times(step_times["sophia"]), "adamw": C.summarise_times(step_times["adamw"]),
+            "refresh_path": refresh_paths["sophia"], "refresh_path_half_batch": refresh_paths["sophia_half"],
             "refresh_mean_s": refresh_mean, "refresh_over_adamw_step": refresh_mean / adamw_mean,
             "refresh_times_s": refresh, "gnb_loss_mean_s": _mean(gnb_forward),
             "non_refresh_step_ratio_median": C.median(non_refresh["sophia"]) / C.median(non_refresh["adamw"]),
@@ -196,6 +204,9 @@ def run(ctx: C.BenchContext) -> dict:
                   "hessian_update_interval": k, "refresh_steps": refresh_steps, "periods_timed_per_block": periods,
                   "blocks": blocks, "warmup": "first refresh period (steps 0..k-1)", "learning_rate": lr,
                   "method": "grad_diff", "adamw": "Trainer default adamw_torch_fused"},
-        notes=["projected_ratio_if.refresh_on_forget_only: the measured ratio with the refresh cost scaled by the "
+        notes=["refresh_path step_forward: the refresh takes GNB's logits from the training step's own forward, so "
+               "refresh_mean_s holds no forward (the forward is in the step's loss); own_forward: the refresh "
+               "forwards forget and retain itself (as before; still the path with hessian_batch_fraction < 1).",
+               "projected_ratio_if.refresh_on_forget_only: the measured ratio with the refresh cost scaled by the "
                "forget-only share of the GNB loss+backward (an estimate, not a run)."],
     )

@@ -3,15 +3,18 @@
 A training step, whole:
 
 1. the collator hands a nested batch ``{"forget": ..., "retain": ..., "idk": ...}``;
-2. if the Hessian refresh callback says a refresh is due (SophiaG), `training_step` first estimates
-   the Hessian diagonal on this batch and leaves no gradient behind;
-3. `compute_loss` looks the method up in the registry: ``L = gamma * F + alpha * R``; its terms are
+2. `compute_loss` looks the method up in the registry: ``L = gamma * F + alpha * R``; its terms are
    logged;
+3. if the Hessian refresh callback says a refresh is due (SophiaG), the Hessian diagonal is estimated
+   on this batch and leaves no gradient behind: from the logits of step 2's own forward, right after
+   it (one process, GNB), or else with a forward of its own before step 2 (`hf_unlearn.optim.refresh`);
 4. Trainer does backward, clipping and the optimizer step (AdamW, or SophiaG from `create_optimizer`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -28,7 +31,8 @@ from .data.pairing import UnlearningCollator, UnlearningPairs, build_unlearning_
 from .methods import get_method
 from .models.dropout import disable_dropout
 from .models.reference import ReferenceModel, freeze, is_peft_model
-from .optim import RefreshContext, SophiaG, get_estimator, refresh_hessian
+from .optim import (RefreshContext, SophiaG, can_reuse_step_forward, get_estimator, recording_logits,
+                    refresh_hessian)
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +167,8 @@ class UnlearningTrainer(Trainer):
         self._terms = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.estimator = get_estimator(args.hessian_estimator) if args.unlearn_optimizer == "sophia" else None
         self.hessian_callback = None
+        self.refresh_path = None  # the last refresh's: "step_forward" (reused the step's logits) or "own_forward"
+        self._refresh_in_step = False
         if self.estimator is not None and self.estimator.refreshes:
             self.hessian_callback = HessianRefreshCallback(args.hessian_update_interval)
             self.add_callback(self.hessian_callback)
@@ -253,7 +259,11 @@ class UnlearningTrainer(Trainer):
 
     # --- the step -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, terms = self.method(model, inputs, self.reference, self.settings)
+        refresh, self._refresh_in_step = self._refresh_in_step, False
+        with recording_logits(model, inputs, self.estimator) if refresh else contextlib.nullcontext() as step_logits:
+            loss, terms = self.method(model, inputs, self.reference, self.settings)
+        if refresh:  # before the training backward, through this forward's graph
+            self._refresh_hessian(model, inputs, step_logits)
         mode = "train" if model.training else "eval"
         for key, value in terms.items():
             self._terms[mode][key].append(value)
@@ -268,14 +278,20 @@ class UnlearningTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self.hessian_callback is not None and self.hessian_callback.refresh_due:
             self.hessian_callback.refresh_due = False
-            self._refresh_hessian(model, self._prepare_inputs(inputs))
+            self._refresh_in_step = can_reuse_step_forward(self.model, self.estimator, self._refresh_context(),
+                                                           wrapped=model is not self.model)
+            if not self._refresh_in_step:
+                self._refresh_hessian(model, self._prepare_inputs(inputs))
         return super().training_step(model, inputs, num_items_in_batch)
 
-    def _refresh_hessian(self, model, inputs) -> None:
-        """SophiaG's Hessian refresh on this batch (`hf_unlearn.optim.refresh`), before the step's own backward."""
+    def _refresh_hessian(self, model, inputs, step_logits=None) -> None:
+        """SophiaG's Hessian refresh on this batch (`hf_unlearn.optim.refresh`), before the step's own backward;
+        `step_logits`: the step's own logits by batch part, to build the estimate on."""
         model.train()
-        refresh_hessian(model, inputs, self.sophia, self.estimator, self._refresh_context(),
+        ctx = dataclasses.replace(self._refresh_context(), step_logits=step_logits)
+        refresh_hessian(model, inputs, self.sophia, self.estimator, ctx,
                         autocast=self.compute_loss_context_manager, engine=model if self.is_deepspeed_enabled else None)
+        self.refresh_path = "own_forward" if step_logits is None else "step_forward"
 
     def _refresh_context(self) -> RefreshContext:
         return RefreshContext(

@@ -242,6 +242,7 @@ def run_job(job: dict, tokenizer_dir: str, output_dir: str, tofu_dir: str | None
         record["win_rate"] = sophia.win_rate
     if trainer.hessian_callback is not None:
         record["refresh_steps"] = list(trainer.hessian_callback.refresh_steps)
+        record["refresh_path"] = trainer.refresh_path
     if trainer.is_deepspeed_enabled:
         engine = trainer.model_wrapped
         record["engine"] = {"global_steps": engine.global_steps, "micro_steps": engine.micro_steps,

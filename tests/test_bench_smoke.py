@@ -85,3 +85,9 @@ def test_table_lists_every_bench(smoke_results, capsys):
     lines = table(records).splitlines()
     assert lines[0].startswith("| id | measure | value | target |")
     assert [line.split("|")[1].strip() for line in lines[2:]] == list(IDS)
+
+
+def test_p2_says_which_refresh_path_it_timed(smoke_results):
+    numbers = json.loads((smoke_results / "P2.json").read_text())["numbers"]
+    assert numbers["refresh_path"] == "step_forward"  # one process, GNB over the whole batch
+    assert numbers["refresh_path_half_batch"] == "own_forward"  # hessian_batch_fraction 0.5 forwards other rows

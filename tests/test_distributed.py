@@ -189,6 +189,7 @@ def _check_sophia_against_one_process(run, base, name, base_name=None, loss_rtol
     for rec in ranks:
         assert rec["losses"] == ranks[0]["losses"]  # every rank logs the gathered loss
         assert rec["refresh_steps"] == expected["refresh_steps"] == [0, 3]
+        assert rec["refresh_path"] == "own_forward"  # several processes: the refresh's own forward and backward
         assert rec["hessian_updates"] == expected["hessian_updates"]
         assert rec["learning_rates"] == pytest.approx(expected["learning_rates"], rel=1e-9)
     assert _max_rel(ranks[0]["losses"], expected["losses"]) < loss_rtol
@@ -270,6 +271,8 @@ def test_ddp_sophia_gnb_and_hutchinson_match_one_process(ddp, baselines):
     for name, numel in (("npo_sophia", FULL_NUMEL), ("npo_hutch", FULL_NUMEL), ("lora_npo_sophia", LORA_NUMEL)):
         ranks, expected = _check_sophia_against_one_process(ddp, baselines, name)
         assert all(rec["state_numel"] == expected["state_numel"] == 2 * numel for rec in ranks)
+        # One process with GNB builds the refresh on the step's own forward: the two paths agree.
+        assert expected["refresh_path"] == ("own_forward" if "hutch" in name else "step_forward")
 
 
 @needs_deepspeed

@@ -35,7 +35,8 @@ def test_refresh_happens_at_intended_optimizer_steps(tmp_path, tokenizer, make_m
     )
     calls = []
     original = trainer._refresh_hessian
-    trainer._refresh_hessian = lambda model, inputs: (calls.append(trainer.state.global_step), original(model, inputs))
+    trainer._refresh_hessian = lambda model, inputs, *rest: (calls.append(trainer.state.global_step),
+                                                             original(model, inputs, *rest))
     trainer.train()
     assert calls == [0, 3, 6]  # before the first step, then every k optimizer steps, once per step
     assert trainer.sophia.hessian_updates == 3

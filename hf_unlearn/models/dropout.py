@@ -1,4 +1,5 @@
-"""`disable_dropout`: every dropout of a model set to probability 0 (``--disable_dropout``, default on).
+"""`disable_dropout`: every dropout of a model set to probability 0 (``--disable_dropout``, default on);
+`has_dropout`: whether any is left.
 
 TRL's `disable_dropout_in_model` zeroes `torch.nn.Dropout` modules. Many transformers models also
 apply dropout functionally from a float attribute (Llama/Mistral/Qwen attention's
@@ -34,3 +35,19 @@ def disable_dropout(model: torch.nn.Module) -> int:
                 if _is_dropout_name(name) and isinstance(value, float):
                     setattr(config, name, 0.0)
     return int(changed)
+
+
+def has_dropout(model: torch.nn.Module) -> bool:
+    """Whether any dropout probability that `disable_dropout` would zero (module, float attribute, config) is
+    not 0."""
+    configs = {}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p != 0:
+            return True
+        if any(_is_dropout_name(name) and isinstance(value, float) and value != 0 for name, value in vars(module).items()):
+            return True
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "to_dict"):
+            configs[id(config)] = config  # shared by many modules: read each once
+    return any(_is_dropout_name(name) and isinstance(value, float) and value != 0
+               for config in configs.values() for name, value in config.to_dict().items())

@@ -6,7 +6,7 @@ Imports nothing from the trainer.
 
 from .estimators import ESTIMATORS, HessianEstimator, RefreshContext, estimator_names, get_estimator, register_estimator
 from .hessian import EMPIRICAL_SCALE, gnb_loss, hutchinson_diagonal
-from .refresh import refresh_hessian
+from .refresh import can_reuse_step_forward, recording_logits, refresh_hessian
 from .sophia import SophiaG
 
 __all__ = [
@@ -15,10 +15,12 @@ __all__ = [
     "HessianEstimator",
     "RefreshContext",
     "SophiaG",
+    "can_reuse_step_forward",
     "estimator_names",
     "get_estimator",
     "gnb_loss",
     "hutchinson_diagonal",
+    "recording_logits",
     "refresh_hessian",
     "register_estimator",
 ]

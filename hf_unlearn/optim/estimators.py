@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..answer_tokens import answer_lengths
-from .hessian import EMPIRICAL_SCALE, gnb_loss, hutchinson_diagonal
+from ..answer_tokens import answer_lengths, predicts_answer
+from .hessian import EMPIRICAL_SCALE, gnb_rows_loss, hutchinson_diagonal
 
 __all__ = ["ESTIMATORS", "HessianEstimator", "RefreshContext", "estimator_names", "get_estimator",
            "register_estimator"]
@@ -37,6 +37,9 @@ class RefreshContext:
         batch_fraction: `--hessian_batch_fraction` (GNB's share of the rows).
         unlearning_loss: ``(model, batch) -> loss``: the method's training loss (Hutchinson differentiates it).
         sum_over_processes: ``int -> int``, the sum over every process (identity in one process).
+        step_logits: ``{part: estimator.kept_logits(part, logits)}`` from the training step's own forward of
+            those batch parts, when the refresh reuses it (`hf_unlearn.optim.refresh.recording_logits`); None:
+            the estimator forwards itself.
     """
 
     seed: int
@@ -47,6 +50,7 @@ class RefreshContext:
     batch_fraction: float
     unlearning_loss: Callable
     sum_over_processes: Callable[[int], int]
+    step_logits: dict[str, torch.Tensor] | None = None
 
 
 class HessianEstimator:
@@ -56,9 +60,15 @@ class HessianEstimator:
     squared: bool = True  # h absorbs scale * g*g (True) or scale * g (False)
     refreshes: bool = True  # False: no refresh step; `configure` sets up the optimizer instead
     double_backward: bool = False  # differentiates through whole parameters twice (not under ZeRO-3)
+    reuses_step_forward: bool = False  # can take its logits from the training step's forward (ctx.step_logits)
 
     def estimate_loss(self, model, batch: dict, ctx: RefreshContext) -> tuple[torch.Tensor, float]:
         raise NotImplementedError
+
+    def kept_logits(self, part: dict, logits: torch.Tensor) -> torch.Tensor:
+        """What the estimate reads of a batch part's logits: all that a refresh reusing the step's forward keeps
+        of them (`reuses_step_forward`)."""
+        return logits
 
     def configure(self, optimizer) -> None:
         """Sets up SophiaG for this estimator (once, when the optimizer is created)."""
@@ -102,9 +112,14 @@ class GaussNewtonBartlett(HessianEstimator):
     Row r of the global batch draws its labels from a generator seeded by (seed, step, part, r), and
     `batch_fraction` keeps the rows g with floor((g+1)f) > floor(g f) (evenly spaced): neither depends on
     how the batch is split over processes.
+
+    A part whose logits the training step computed already (``ctx.step_logits``, all rows kept) is not
+    forwarded again: the same call on the same parameters and rows gives the same logits. Only the rows that
+    predict answer tokens are read (`kept_logits`), so only those are kept from the step's forward.
     """
 
     name = "gnb"
+    reuses_step_forward = True
 
     def estimate_loss(self, model, batch, ctx):
         total, count = None, 0
@@ -119,10 +134,14 @@ class GaussNewtonBartlett(HessianEstimator):
             forward_rows = kept or [0]  # a rank with nothing kept still takes part in the backward
             if len(forward_rows) < rows:
                 inputs = {key: value[forward_rows] if torch.is_tensor(value) else value for key, value in inputs.items()}
-            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+            if ctx.step_logits is not None and part in ctx.step_logits and len(forward_rows) == rows:
+                answer_logits = ctx.step_logits[part]
+            else:
+                answer_logits = self.kept_logits(inputs, model(input_ids=inputs["input_ids"],
+                                                               attention_mask=inputs["attention_mask"]).logits)
             labels = inputs["labels"]
             if total is None:
-                total = logits.sum() * 0.0  # a rank without answer tokens still takes part in the backward
+                total = answer_logits.sum() * 0.0  # a rank without answer tokens still takes part in the backward
             if not kept:
                 continue
             answer_tokens = answer_lengths(labels).tolist()
@@ -130,7 +149,8 @@ class GaussNewtonBartlett(HessianEstimator):
                 _row_seed(ctx.seed, ctx.step, part_index, ctx.rank * rows + row)))
                 for row, n in zip(kept, answer_tokens) if n]
             if uniforms:
-                loss, n = gnb_loss(logits, labels, uniforms=torch.cat(uniforms).to(logits.device))
+                n = answer_logits.shape[0]
+                loss = gnb_rows_loss(answer_logits, uniforms=torch.cat(uniforms).to(answer_logits.device))
                 total, count = total + loss * n, count + n
         global_count = ctx.sum_over_processes(count)
         if total is None or global_count == 0:
@@ -139,6 +159,9 @@ class GaussNewtonBartlett(HessianEstimator):
                 "GNB has nothing to sample. Check the data, or use --hessian_estimator empirical."
             )
         return total * (ctx.world / global_count), global_count
+
+    def kept_logits(self, part, logits):
+        return logits[predicts_answer(part["labels"])]  # the B rows that predict answer tokens, row-major
 
 
 @register_estimator

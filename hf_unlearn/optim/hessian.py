@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..answer_tokens import predicts_answer
 
-__all__ = ["EMPIRICAL_SCALE", "gnb_loss", "hutchinson_diagonal", "sample_from_logits"]
+__all__ = ["EMPIRICAL_SCALE", "gnb_loss", "gnb_rows_loss", "hutchinson_diagonal", "sample_from_logits"]
 
 #: Scale S of the ``empirical`` estimator ĥ = S·g⊙g, refreshed from the actual
 #: unlearning gradient at every step (k = 1).  SOUL's released code runs exactly
@@ -114,19 +114,25 @@ def gnb_loss(
             "so there is nothing to sample the Gauss-Newton estimate from; check that "
             "the collator masks only prompt and padding, or skip this batch."
         )
-    rows = logits[mask]  # (B, vocab)
+    return gnb_rows_loss(logits[mask], generator, uniforms), num_tokens
+
+
+def gnb_rows_loss(
+    rows: torch.Tensor, generator: Optional[torch.Generator] = None, uniforms: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """:func:`gnb_loss` on the (B, vocab) logit rows that predict the B answer tokens (row-major order),
+    ``logits[predicts_answer(labels)]``: mean CE(rows, ŷ), ŷ drawn from softmax(rows)."""
     if rows.dtype in (torch.float16, torch.bfloat16):
         rows = rows.float()  # softmax, sampling and CE in fp32
     if uniforms is None:
-        uniforms = torch.rand(num_tokens, generator=generator, device=rows.device)
-    elif uniforms.shape != (num_tokens,):
+        uniforms = torch.rand(rows.shape[0], generator=generator, device=rows.device)
+    elif uniforms.shape != (rows.shape[0],):
         raise ValueError(
-            f"gnb_loss: got {tuple(uniforms.shape)} uniforms for {num_tokens} answer positions; pass one per "
+            f"gnb_loss: got {tuple(uniforms.shape)} uniforms for {rows.shape[0]} answer positions; pass one per "
             "position (row-major order)."
         )
     sampled = sample_from_logits(rows, uniforms)
-    loss = F.cross_entropy(rows, sampled, reduction="mean")
-    return loss, num_tokens
+    return F.cross_entropy(rows, sampled, reduction="mean")
 
 
 def _rademacher(p: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:

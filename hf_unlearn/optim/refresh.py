@@ -8,6 +8,25 @@ the same tensors, as the real update.
 
 One process: backward the estimate loss, `sophia.step()` in Hessian mode, zero the grads.
 
+One process, reusing the step's forward (the default where `can_reuse_step_forward` holds): GNB's
+refresh forward is the same call, on the same parameters and rows, as the training step's own forwards
+of the forget and retain rows. So the trainer keeps what GNB reads of the step's logits (the answer
+rows: `recording_logits`, `HessianEstimator.kept_logits`) and refreshes right after the method's loss,
+before the training backward: the sampled-label loss is built on those rows and backpropagated with
+``retain_graph=True`` (the training backward still needs the graph), folded into h and the gradients
+set to None, so the GNB gradient and the training gradient never mix. h and every later number are
+those of the separate refresh (bitwise in tests/test_refresh_reuse.py), for one forward less per
+refresh. With gradient accumulation both paths refresh on the first micro-batch, the same rows. A part
+the method does not forward with gradients (GA's retain rows, UNDIAL's at retain weight 0) gets its own
+forward as before. Memory: the GNB backward runs while the step's graph is alive, so its peak is about
+that of the training backward (today's refresh peaks before the step's forward). Kept on the separate
+refresh, where reuse would not be the same computation or is unsafe: several processes or any wrapper
+around the module (DDP's reduction hooks would fire on the extra backward; DeepSpeed's engine owns the
+backward), a `hessian_batch_fraction` below 1 (the refresh forwards other rows), gradient checkpointing
+(the segments would be recomputed for the second backward), a model with any dropout probability above
+0 (the separate refresh draws its own dropout mask; reusing would change the numbers), and estimators
+that do not declare `reuses_step_forward` (Hutchinson differentiates the whole loss twice).
+
 DDP: the backward runs under `no_sync()` (the refresh runs on the first micro-batch, maybe inside
 Trainer's own `no_sync`, and must not leave a half-reduced bucket behind), then the gradients are
 averaged across ranks by hand (SUM then divide: gloo has no AVG), then the Hessian-mode step.
@@ -36,9 +55,11 @@ its surrogate loss goes through the engine.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import torch
 
+from ..models.dropout import has_dropout
 from .estimators import HessianEstimator, RefreshContext
 from .sophia import SophiaG
 
@@ -60,12 +81,51 @@ def refresh_hessian(model, batch: dict, sophia: SophiaG, estimator: HessianEstim
     with model.no_sync() if distributed else contextlib.nullcontext():
         with autocast():
             loss, scale = estimator.estimate_loss(model, batch, ctx)
-            loss.backward()
+            loss.backward(retain_graph=ctx.step_logits is not None)  # the step's own backward comes next
     if ctx.world > 1:
         _average_gradients(sophia, ctx.world)
     with sophia.collecting_hessian(scale=scale, squared=estimator.squared):
         sophia.step()
     model.zero_grad(set_to_none=True)
+
+
+def can_reuse_step_forward(module, estimator: HessianEstimator, ctx: RefreshContext, *, wrapped: bool) -> bool:
+    """Whether the refresh may take its logits from the training step's forward (see the module docstring).
+
+    `module`: the model being trained, unwrapped; `wrapped`: the step runs it inside a wrapper (DDP,
+    DeepSpeed, DataParallel, compile).
+    """
+    return (estimator.reuses_step_forward and ctx.world == 1 and not wrapped and ctx.batch_fraction == 1
+            and not getattr(module, "is_gradient_checkpointing", False) and not has_dropout(module))
+
+
+@contextlib.contextmanager
+def recording_logits(model, batch: dict, estimator: HessianEstimator) -> Iterator[dict[str, torch.Tensor]]:
+    """Yields ``{part: estimator.kept_logits(part, logits)}``, filled while the block runs from the first forward
+    of `model`, with gradients, on exactly a batch part's tensors: ``model(input_ids=part["input_ids"],
+    attention_mask=part["attention_mask"])`` (the same tensor objects, nothing else passed). The frozen
+    reference runs without gradients and is not kept. Keeping only what the estimate reads (GNB: the answer
+    rows) lets the step free its full logits as it would without a refresh."""
+    parts = {name: part for name, part in batch.items() if isinstance(part, dict) and "input_ids" in part}
+    recorded: dict[str, torch.Tensor] = {}
+
+    def keep(module, args, kwargs, output):
+        logits = getattr(output, "logits", None)
+        if args or logits is None or logits.grad_fn is None or not torch.is_grad_enabled():
+            return
+        if any(value is not None and value is not False for key, value in kwargs.items()
+               if key not in ("input_ids", "attention_mask")):
+            return
+        for name, part in parts.items():
+            if (name not in recorded and kwargs.get("input_ids") is part["input_ids"]
+                    and kwargs.get("attention_mask") is part.get("attention_mask")):
+                recorded[name] = estimator.kept_logits(part, logits)
+
+    handle = model.register_forward_hook(keep, with_kwargs=True)
+    try:
+        yield recorded
+    finally:
+        handle.remove()
 
 
 def _average_gradients(sophia: SophiaG, world: int) -> None:
