@@ -291,7 +291,7 @@ class UnlearningTrainer(Trainer):
         ctx = dataclasses.replace(self._refresh_context(), step_logits=step_logits)
         refresh_hessian(model, inputs, self.sophia, self.estimator, ctx,
                         autocast=self.compute_loss_context_manager, engine=model if self.is_deepspeed_enabled else None)
-        self.refresh_path = "own_forward" if step_logits is None else "step_forward"
+        self.refresh_path = "step_forward" if step_logits else "own_forward"
 
     def _refresh_context(self) -> RefreshContext:
         return RefreshContext(

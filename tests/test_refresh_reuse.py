@@ -32,10 +32,10 @@ def _train(tmp_path, tokenizer, model, pairs, reuse: bool, monkeypatch, **kw):
 
 
 @pytest.mark.parametrize("method, extra, forwards", [
-    ("grad_diff", {}, (8, 12)),  # forget + retain each step; the separate refresh forwards both again, twice
+    # forget + retain each micro-batch; the separate refresh forwards both again on the first micro-batch, twice
+    ("grad_diff", {"gradient_accumulation_steps": 2, "per_device_train_batch_size": 2}, (16, 20)),
     ("npo", {}, (8, 12)),
     ("ga", {}, (6, 8)),  # GA forwards only forget: the refresh forwards the retain rows itself
-    ("grad_diff", {"gradient_accumulation_steps": 2, "per_device_train_batch_size": 2}, (16, 20)),
 ])
 def test_refresh_on_the_step_forward_matches_the_separate_refresh(tmp_path, tokenizer, make_model, forget_retain,
                                                                    monkeypatch, method, extra, forwards):
@@ -54,6 +54,8 @@ def test_refresh_on_the_step_forward_matches_the_separate_refresh(tmp_path, toke
         assert torch.equal(h_a, h_b) and torch.equal(a, b), name
     losses = [[h["loss"] for h in run.state.log_history if "loss" in h] for run in (reused, separate)]
     assert len(losses[0]) == 4 and losses[0] == losses[1]
+    start = make_model().double().state_dict()
+    assert all(not torch.equal(p, start[n]) for n, p in reused.model.named_parameters() if "proj" in n)  # trained
 
 
 def test_lora_npo_records_the_student_and_not_the_adapters_off_reference(tokenizer, make_model):
