@@ -119,7 +119,7 @@ def run(ctx: C.BenchContext) -> dict:
         sophia = trainers["sophia"]
         refresh_watch = C.Stopwatch(sophia, "_refresh_hessian")
         gnb_watch = C.Stopwatch(sophia.estimator, "estimate_loss")
-        opt_watches = {}
+        opt_watches, hessian_modes = {}, {}
 
         def watch_optimizers(name, trainer):
             original = trainer.create_optimizer
@@ -128,6 +128,14 @@ def run(ctx: C.BenchContext) -> dict:
                 optimizer = original(*a, **kw)
                 inner = getattr(optimizer, "optimizer", optimizer)
                 opt_watches[name] = C.Stopwatch(inner, "step")
+                if hasattr(inner, "in_hessian_mode"):  # SophiaG: tell its Hessian-mode calls from real steps
+                    timed, modes = inner.step, hessian_modes.setdefault(name, [])
+
+                    def step(*a, **kw):
+                        modes.append(inner.in_hessian_mode)
+                        return timed(*a, **kw)
+
+                    inner.step = step
                 return optimizer
 
             trainer.create_optimizer = create_optimizer
@@ -141,9 +149,8 @@ def run(ctx: C.BenchContext) -> dict:
         refresh.extend(refresh_watch.times[1:])
         gnb_forward.extend(gnb_watch.times[1:])
         # Sophia's step() is called in Hessian mode inside every refresh too: keep the real steps only
-        sophia_calls = opt_watches["sophia"].times
-        hessian_calls = set(range(0, len(sophia_calls), k + 1))  # refresh call comes before the step at 0, k, ...
-        real = [t for i, t in enumerate(sophia_calls) if i not in hessian_calls]
+        # a refresh folds h through Hessian-mode step() calls (one per parameter on the step's own forward)
+        real = [t for t, hessian in zip(opt_watches["sophia"].times, hessian_modes["sophia"]) if not hessian]
         sophia_step.extend(real[k:])
         adamw_step.extend(opt_watches["adamw"].times[k:])
         refresh_steps = sophia.hessian_callback.refresh_steps
