@@ -132,3 +132,72 @@ def test_families_pool_matches_batch_size_one(name, tokenizer, synthetic_splits,
     single = [generate_answers(model, tok, [q], batch_size=1, max_new_tokens=6, show_progress=False,
                                strategy="generate")[0] for q in questions]
     assert generate_answers(model, tok, questions, batch_size=2, max_new_tokens=6, show_progress=False) == single
+
+
+# --------------------------------------------------------------------------------------------
+# scoring with a shared prefix (hf_unlearn.eval.scoring._score_batch_shared_prefix)
+# --------------------------------------------------------------------------------------------
+
+
+def _qa_pairs(synthetic_splits, n_questions=4):
+    rows = synthetic_splits["forget10_perturbed"][:n_questions]
+    pairs = [(r["question"], a) for r in rows for a in [r["answer"], r["paraphrased_answer"], *r["perturbed_answer"][:3]]]
+    return pairs + [("Who?", rows[0]["answer"])]  # a question with one answer: scored the plain way
+
+
+def _assert_same_scores(got, want, tol):
+    assert [s.num_tokens for s in got] == [s.num_tokens for s in want]
+    torch.testing.assert_close(torch.tensor([s.avg_nll for s in got]), torch.tensor([s.avg_nll for s in want]),
+                               rtol=tol, atol=tol)
+    for g, w in zip(got, want):
+        for name in ("token_logprobs", "min_k_plus_plus"):
+            torch.testing.assert_close(torch.from_numpy(getattr(g, name)), torch.from_numpy(getattr(w, name)),
+                                       rtol=tol, atol=tol)
+        assert (g.correct == w.correct).all()
+
+
+def test_shared_prefix_scores_equal_one_forward_per_pair(setup, synthetic_splits, monkeypatch):
+    """float64: each question's answers scored on its prompt's repeated KV cache = today's one forward per
+    pair, for batches that hold several questions, split a question's answers, or mix both paths."""
+    from hf_unlearn.eval import scoring
+    from hf_unlearn.eval.scoring import _encode_pairs, _prefix_batches, score_answers
+
+    model, tok = setup[0], setup[1]
+    pairs = _qa_pairs(synthetic_splits)
+    want = score_answers(model, tok, pairs, batch_size=32, with_token_stats=True, show_progress=False,
+                         share_prefix=False)
+    shared_rows = []
+    real = scoring._score_batch_shared_prefix
+    monkeypatch.setattr(scoring, "_score_batch_shared_prefix",
+                        lambda model, encoded, *a: shared_rows.append(len(encoded)) or real(model, encoded, *a))
+    for batch_size in (32, 3):
+        shared_rows.clear()
+        got = score_answers(model, tok, pairs, batch_size=batch_size, with_token_stats=True, show_progress=False)
+        _assert_same_scores(got, want, 1e-12)
+        assert sum(shared_rows) == len(pairs) - 1  # all but the one-answer question went the shared way
+    # The batching: the 5 answers of a question sit together; a batch of 3 splits them.
+    encoded = _encode_pairs(tok, pairs)
+    shared = list(range(len(pairs) - 1))
+    assert [len(b) for b in _prefix_batches(encoded, shared, 32)] == [20]
+    assert sorted(len(b) for b in _prefix_batches(encoded, shared, 12)) == [10, 10]
+    assert all(len({tuple(encoded[i][0][: encoded[i][1] - 1]) for i in b}) == 1
+               for b in _prefix_batches(encoded, shared, 5))
+
+
+@pytest.mark.parametrize("name", ["qwen3", "gpt2", "opt", "gemma3"])
+def test_families_shared_prefix_scores(name, tokenizer, synthetic_splits, _one_thread):
+    """Rotary (Qwen3), learned positions (GPT-2, OPT); Gemma 3 (sliding window) keeps the plain path."""
+    from test_architectures import _model, _tokenizer
+
+    from hf_unlearn.eval.scoring import score_answers
+
+    tok = _tokenizer(tokenizer, name)
+    model = _model(name, tok).double().eval()
+    pairs = _qa_pairs(synthetic_splits, 2)
+    want = score_answers(model, tok, pairs, batch_size=4, with_token_stats=True, show_progress=False,
+                         share_prefix=False)
+    if name == "gemma3":
+        with pytest.raises(ValueError, match="plain full attention"):
+            score_answers(model, tok, pairs, show_progress=False, share_prefix=True)
+    got = score_answers(model, tok, pairs, batch_size=4, with_token_stats=True, show_progress=False)
+    _assert_same_scores(got, want, 1e-12)

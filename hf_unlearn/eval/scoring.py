@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from ..data.formatting import IGNORE_INDEX, PromptTemplate, encode_prompt, encode_qa
-from ..models.heads import accepts_logits_to_keep
+from ..models.heads import accepts_logits_to_keep, keeps_masked_positions
 from .decoding import DecodeStats, greedy_decode, supports_row_pool
 from .metrics import MIN_K_PP_VARIANCE_FLOOR
 
@@ -225,26 +225,83 @@ def _score_batch(model, encoded, need_stats, pad_id, device):
     """One right-padded forward; returns a list of AnswerScore in the batch order."""
     lengths = [len(ids) for ids, _ in encoded]
     width = max(lengths)
-    b = len(encoded)
-    input_ids = torch.full((b, width), pad_id, dtype=torch.long)
-    for row, (ids, _) in enumerate(encoded):
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    lengths_t = torch.tensor(lengths, dtype=torch.long)
-    attention_mask = (torch.arange(width)[None, :] < lengths_t[:, None]).long()
+    input_ids, attention_mask = _right_padded([ids for ids, _ in encoded], pad_id)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-
-    # Positions whose logits predict an answer token: prompt_len - 1 .. len - 2.
-    n_answer = [length - n_prompt for length, (_, n_prompt) in zip(lengths, encoded)]
     first = min(n_prompt for _, n_prompt in encoded) - 1
     # The LM head runs only from the first answer position on, where the forward allows it.
     kwargs = {"logits_to_keep": width - first} if accepts_logits_to_keep(model) else {}
     logits = model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits  # [B, <=T, V]
-    offset = width - logits.shape[1]  # logits[:, k] belongs to position offset + k
+    return _scores_from_logits(logits, width - logits.shape[1], input_ids, [n for _, n in encoded], lengths,
+                               need_stats)
 
+
+def _right_padded(seqs, pad_id):
+    """``[B, T]`` ids right-padded with ``pad_id`` and the attention mask of the real tokens."""
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    width = int(lengths.max())
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for row, ids in enumerate(seqs):
+        input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+    return input_ids, (torch.arange(width)[None, :] < lengths[:, None]).long()
+
+
+def _score_batch_shared_prefix(model, encoded, need_stats, pad_id, device):
+    """The scores of :func:`_score_batch` with each distinct context computed once.
+
+    A pair ``(ids, n)`` is cut into its *prefix* ``ids[:n-1]`` and its *suffix* ``ids[n-1:]`` (the
+    last context token, whose logits predict the first scored token, then the scored tokens).  The
+    batch's distinct prefixes run in one left-padded forward into a KV cache; its rows are repeated
+    once per pair that shares them, and the suffixes run on top, right-padded, each row with the
+    positions and attention mask of its own real tokens: every scored logit attends to exactly the
+    keys/values of the one-sequence forward (up to floating-point summation order)."""
+    from .decoding import _cache_kwarg, _pool_cache
+
+    prefixes: dict[tuple[int, ...], int] = {}
+    group = [prefixes.setdefault(tuple(ids[: n - 1]), len(prefixes)) for ids, n in encoded]
+    prefix_ids = list(prefixes)
+    suffixes = [ids[n - 1:] for ids, n in encoded]
+
+    width = max(len(p) for p in prefix_ids)
+    ids = torch.full((len(prefix_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prefix_ids), width), dtype=torch.long)
+    for row, p in enumerate(prefix_ids):  # left-padded: every prefix ends in the last cache column
+        ids[row, width - len(p):] = torch.as_tensor(p, dtype=torch.long)
+        mask[row, width - len(p):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    suffix_ids, suffix_mask = _right_padded(suffixes, pad_id)
+    suffix_ids, suffix_mask = suffix_ids.to(device), suffix_mask.to(device)
+
+    cache_kw = _cache_kwarg(model)
+    cache = _pool_cache(model, reserve=suffix_ids.shape[1])
+    head = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+    model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0), use_cache=True,
+          **head, **{cache_kw: cache})
+    rows = torch.tensor(group, dtype=torch.long, device=device)
+    for layer in cache.layers:
+        layer.keep_rows(rows)  # one cache row per pair (repeated rows for a shared prefix)
+    mask = mask.index_select(0, rows)
+    positions = mask.sum(-1, keepdim=True) + torch.arange(suffix_ids.shape[1], device=device)[None, :]
+    lengths = [len(s) for s in suffixes]
+    # The LM head on the scored positions only (each suffix but its last token), where the forward allows it.
+    scored = (torch.arange(suffix_ids.shape[1])[None, :] < torch.tensor(lengths)[:, None] - 1).to(device)
+    head = {"logits_to_keep": scored} if keeps_masked_positions(model) else {}
+    logits = model(input_ids=suffix_ids, attention_mask=torch.cat([mask, suffix_mask], dim=1), position_ids=positions,
+                   use_cache=True, **head, **{cache_kw: cache}).logits
+    offset = None if head else suffix_ids.shape[1] - logits.shape[1]
+    return _scores_from_logits(logits, offset, suffix_ids, [1] * len(suffixes), lengths, need_stats)
+
+
+def _scores_from_logits(logits, offset, input_ids, starts, lengths, need_stats):
+    """AnswerScores of the rows of ``input_ids`` ([B, T]) from their ``logits``: row ``r`` scores its tokens
+    ``starts[r] .. lengths[r] - 1``.  ``logits[:, k]`` belongs to position ``offset + k``; ``offset=None``:
+    ``logits`` are already ``[N, V]``, those of the scoring positions only, row by row."""
+    b = len(starts)
+    # Positions whose logits predict a scored token: start - 1 .. len - 2.
+    n_answer = [length - start for length, start in zip(lengths, starts)]
     rows = torch.repeat_interleave(torch.arange(b), torch.tensor(n_answer))
-    cols = torch.cat([torch.arange(n_prompt - 1, length - 1) for length, (_, n_prompt) in zip(lengths, encoded)])
+    cols = torch.cat([torch.arange(start - 1, length - 1) for length, start in zip(lengths, starts)])
     rows, cols = rows.to(logits.device), cols.to(logits.device)
-    picked = logits[rows, cols - offset]  # [N, V], answer positions only
+    picked = logits if offset is None else logits[rows, cols - offset]  # [N, V], answer positions only
     del logits
     work_dtype = torch.float64 if picked.dtype == torch.float64 else torch.float32
     picked = picked.to(work_dtype)
@@ -304,13 +361,15 @@ def score_answers(
     show_progress: bool = True,
     desc: str = "scoring answers",
     template: Optional[PromptTemplate] = None,
+    share_prefix: Optional[bool] = None,
 ) -> list[AnswerScore]:
     """Scores every ``(question, answer)`` pair; returns one :class:`AnswerScore` per pair, in order.
 
     ``with_token_stats`` (one flag, or one per pair) asks for the per-token arrays without the
-    final EOS (token log-probs, Min-K%++ scores, argmax-correct flags).  Pairs are sorted by length
-    (longest first) and batched ``batch_size`` at a time with right padding; the results do not
-    depend on ``batch_size`` beyond floating-point noise. ``template``: the prompt format (default: auto).
+    final EOS (token log-probs, Min-K%++ scores, argmax-correct flags).  Pairs are batched
+    ``batch_size`` at a time; the results do not depend on ``batch_size`` beyond floating-point
+    noise. ``template``: the prompt format (default: auto).  ``share_prefix``: see
+    :func:`score_sequences` (the answers of one question share its prompt).
     """
     pairs = list(pairs)
     if isinstance(with_token_stats, bool):
@@ -321,7 +380,26 @@ def score_answers(
             raise ValueError(f"with_token_stats has {len(need)} flags for {len(pairs)} pairs.")
     padding_id(tokenizer)  # fails first, with the fix, on a tokenizer that cannot pad
     return score_sequences(model, tokenizer, _encode_pairs(tokenizer, pairs, template), batch_size, need, show_progress,
-                           desc)
+                           desc, share_prefix=share_prefix)
+
+
+def _prefix_batches(encoded, indices, batch_size) -> list[list[int]]:
+    """Batches of at most ``batch_size`` sequences in which the sequences sharing a prefix
+    (``ids[:n-1]``) sit together (a group larger than a batch is split), longest suffixes first."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i in indices:
+        ids, n = encoded[i]
+        groups.setdefault(tuple(ids[: n - 1]), []).append(i)
+    suffix = [len(ids) - n for ids, n in encoded]
+    members = [sorted(g, key=lambda i: -suffix[i]) for g in groups.values()]
+    members.sort(key=lambda g: -suffix[g[0]])
+    batches: list[list[int]] = [[]]
+    for g in members:
+        for chunk in _batches(g, batch_size):
+            if len(batches[-1]) + len(chunk) > batch_size:
+                batches.append([])
+            batches[-1].extend(chunk)
+    return [b for b in batches if b]
 
 
 def score_sequences(
@@ -332,9 +410,21 @@ def score_sequences(
     with_token_stats: bool | Sequence[bool] = False,
     show_progress: bool = True,
     desc: str = "scoring",
+    share_prefix: Optional[bool] = None,
 ) -> list[AnswerScore]:
     """:func:`score_answers` on already tokenised sequences: ``(input ids, n_context)`` each, scoring
-    every token after the first ``n_context`` (>= 1); the per-token arrays leave out the last one."""
+    every token after the first ``n_context`` (>= 1); the per-token arrays leave out the last one.
+
+    ``share_prefix``: sequences with the same context (all of it but its last token; e.g. the
+    answers of one question, which share its prompt) run that context once, into a KV cache whose
+    rows are repeated for each of them, then their own tokens on top
+    (:func:`_score_batch_shared_prefix`: the same logits up to floating-point summation order).
+    ``None`` (default): where it is safe -- a decoder whose cache is plain full attention
+    (:func:`~hf_unlearn.eval.decoding.supports_row_pool`), not under DeepSpeed ZeRO-3 (whose ranks run
+    every forward together), for contexts of at least two tokens that two or more sequences share;
+    the others get one right-padded forward each, sorted by length.  ``False``: never; ``True``:
+    wherever the context allows it (an error for a model that cannot).
+    """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}.")
     encoded = list(encoded)
@@ -344,22 +434,37 @@ def score_sequences(
         raise ValueError(f"Sequences {bad[:10]} have no context token or nothing to score after it.")
     pad_id = padding_id(tokenizer)
     device = _model_device(model)
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
-    batches = _batches(order, batch_size)
+    shared: list[int] = []
+    if share_prefix is not False:
+        able = supports_row_pool(model)
+        if share_prefix and not able:
+            raise ValueError(f"share_prefix=True needs a decoder whose cache layers are plain full attention; "
+                             f"{type(_base_model(model)).__name__} is not: use share_prefix=None (or False).")
+        if able and (share_prefix or not _zero3()):
+            counts: dict[tuple[int, ...], int] = {}
+            for ids, n in encoded:
+                key = tuple(ids[: n - 1])
+                counts[key] = counts.get(key, 0) + 1
+            shared = [i for i, (ids, n) in enumerate(encoded)
+                      if n >= 2 and (share_prefix or counts[tuple(ids[: n - 1])] >= 2)]
+    in_shared = set(shared)
+    order = sorted((i for i in range(len(encoded)) if i not in in_shared), key=lambda i: -len(encoded[i][0]))
+    batches = [(b, _score_batch_shared_prefix) for b in _prefix_batches(encoded, shared, batch_size)]
+    batches += [(b, _score_batch) for b in _batches(order, batch_size)]
     n_batches = _synced_batch_count(len(batches), device)
     results: list[Optional[AnswerScore]] = [None] * len(encoded)
     with _eval_mode(model), _progress(n_batches, desc, show_progress) as bar:
         for k in range(n_batches):
             if k < len(batches):
-                batch = batches[k]
+                batch, score_batch = batches[k]
             elif batches:  # ZeRO-3: a rank with fewer batches repeats one so every rank runs a forward
-                batch = batches[-1]
+                batch, score_batch = batches[-1]
             else:  # no pairs on this rank at all: score a throwaway pair
                 dummy = _encode_pairs(tokenizer, [("?", "?")])
                 _score_batch(model, dummy, [False], pad_id, device)
                 bar.update(1)
                 continue
-            scores = _score_batch(model, [encoded[i] for i in batch], [need[i] for i in batch], pad_id, device)
+            scores = score_batch(model, [encoded[i] for i in batch], [need[i] for i in batch], pad_id, device)
             if k < len(batches):
                 for i, s in zip(batch, scores):
                     results[i] = s
