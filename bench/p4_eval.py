@@ -15,6 +15,11 @@ world_facts_perturbed: 1417 questions), greedy, 200 new tokens, batch 32 (the de
    ``strategy="pool"`` (the default now), once each; decode row-steps and the share spent on rows that
    had already finished (the padding waste), and whether the outputs are identical.
 
+3. **Answer scoring only, in process** (the evaluation's 6,868 (question, answer) pairs): `score_answers` with
+   ``share_prefix=False`` (one forward per pair: what the evaluation did before the shared-prefix scoring)
+   and the default (each question's prompt run once into a KV cache that its answers share), once each; the
+   largest per-pair difference of ``avg_nll`` and of the token statistics, and the tokens each one runs.
+
 ``--smoke``: a tiny random model on synthetic data, 4 new tokens, the CLI's ``main`` in process and no
 *before* side (no ratio).
 """
@@ -47,6 +52,8 @@ def baseline_rev() -> str | None:
         return None
     return f"{added[-1][:10]}^" if added else None
 GENERATED_SPLITS = ("forget10_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
+SCORED_SPLITS = ("forget10_perturbed", "holdout10", *GENERATED_SPLITS[1:])
+TOKEN_STATS_SPLITS = ("forget10_perturbed", "holdout10")
 
 
 def export_baseline(rev: str, dest: Path) -> Path | None:
@@ -112,6 +119,41 @@ def _generation_side_by_side(model, tokenizer, questions, max_new, rounds):
     return times, stats, texts
 
 
+def _scoring_pairs(data, subsample):
+    """The evaluation's (question, answer) pairs and their token-statistics flags (as TOFU's _run_model)."""
+    pairs, need = [], []
+    for split in SCORED_SPLITS:
+        for row in C.load_rows(data, split, subsample):
+            answers = [row["answer"], *([row["paraphrased_answer"]] if row.get("paraphrased_answer") else []),
+                       *(row.get("perturbed_answer") or [])]
+            pairs += [(row["question"], a) for a in answers]
+            need += [split in TOKEN_STATS_SPLITS] + [False] * (len(answers) - 1)
+    return pairs, need
+
+
+def _scoring_side_by_side(model, tokenizer, pairs, need):
+    from hf_unlearn.eval.scoring import _encode_pairs, score_answers
+
+    times, scores = {}, {}
+    for name, share in (("one_forward_per_pair", False), ("shared_prefix", None)):
+        start = time.perf_counter()
+        scores[name] = score_answers(model, tokenizer, pairs, with_token_stats=need, show_progress=False,
+                                     share_prefix=share)
+        times[name] = time.perf_counter() - start
+    a, b = scores["one_forward_per_pair"], scores["shared_prefix"]
+    stats = [(x, y) for x, y in zip(a, b) if x.token_logprobs is not None and len(x.token_logprobs)]
+    encoded = _encode_pairs(tokenizer, pairs)
+    contexts = {tuple(ids[: n - 1]) for ids, n in encoded}
+    total = sum(len(ids) for ids, _ in encoded)
+    return {"seconds": times, "ratio": times["one_forward_per_pair"] / times["shared_prefix"], "pairs": len(pairs),
+            "largest_avg_nll_difference": max(abs(x.avg_nll - y.avg_nll) for x, y in zip(a, b)),
+            "largest_token_logprob_difference": max((float(abs(x.token_logprobs - y.token_logprobs).max())
+                                                     for x, y in stats), default=0.0),
+            "argmax_flags_differing": sum(int((x.correct != y.correct).sum()) for x, y in stats),
+            "tokens_one_forward_per_pair": total,
+            "tokens_shared_prefix": total - sum(n - 1 for _, n in encoded) + sum(len(c) for c in contexts)}
+
+
 def run(ctx: C.BenchContext) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -141,6 +183,13 @@ def run(ctx: C.BenchContext) -> dict:
     questions = [q for split in GENERATED_SPLITS for q in C.load_rows(data, split, subsample)["question"]]
     # one round each: the decode counts are deterministic, the whole-process runs below carry the timing claim
     gen_times, gen_stats, gen_texts = _generation_side_by_side(model, tokenizer, questions, max_new, 1)
+    # 3. answer scoring only, in process
+    scoring = _scoring_side_by_side(model, tokenizer, *_scoring_pairs(data, subsample))
+    C.log(f"[P4] answer scoring only ({scoring['pairs']} pairs): one forward per pair "
+          f"{C.fmt(scoring['seconds']['one_forward_per_pair'])} s vs shared prefix "
+          f"{C.fmt(scoring['seconds']['shared_prefix'])} s = {scoring['ratio']:.2f}x; tokens run "
+          f"{scoring['tokens_one_forward_per_pair']} -> {scoring['tokens_shared_prefix']}; largest avg_nll difference "
+          f"{scoring['largest_avg_nll_difference']:.2g}; {C.machine_line()}")
     del model
     gen_ratio = C.median(gen_times["generate"]) / C.median(gen_times["pool"])
     C.log(f"[P4] generation only ({len(questions)} questions): generate {C.fmt(C.median(gen_times['generate']))} s "
@@ -186,14 +235,14 @@ def run(ctx: C.BenchContext) -> dict:
         passed=None if (ctx.smoke or ratio is None) else bool(waste["pool"]["waste"] <= 0.15 and same_generations),
         display=(f"{ratio:.2f}x" if ratio else "n/a") + f" (before {C.fmt(before_s)} s -> after {C.fmt(after_s)} s); "
                 f"decode waste {waste['generate']['waste'] * 100:.0f}% -> {waste['pool']['waste'] * 100:.0f}%; "
-                f"generation {gen_ratio:.2f}x",
+                f"generation {gen_ratio:.2f}x; answer scoring {scoring['ratio']:.2f}x",
         numbers={"whole_process_seconds": {k: [x["seconds"] for x in v] for k, v in runs.items()},
                  "load_1min_at_start": {k: [x["load_1min_before"] for x in v] for k, v in runs.items()},
                  "before_over_after": ratio, "before_median_s": before_s, "after_median_s": after_s,
                  "identical_generations_before_after": same_generations,
                  "largest_summary_difference_before_after": same_drift,
                  "generation_seconds": gen_times, "generation_ratio_generate_over_pool": gen_ratio,
-                 "generation_questions": len(questions), "decode": waste,
+                 "generation_questions": len(questions), "decode": waste, "scoring": scoring,
                  "identical_generations_pool_vs_generate": gen_texts["generate"] == gen_texts["pool"],
                  "summary_after": {k: runs["after"][0]["summary"].get(k)
                                    for k in ("model_utility", "forget_rouge", "retain_rouge", "forget_truth_ratio")},
