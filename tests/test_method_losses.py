@@ -145,3 +145,22 @@ def test_grad_diff_with_kl_retain_and_undial_default_weights(tmp_path, tokenizer
                                retain_dataset=retain, args=UnlearningConfig(output_dir=str(tmp_path),
                                                                             unlearn_method="undial", report_to=[]))
     assert undial.settings.retain_weight == 0.0 and set(undial.train_dataset[0]) == {"forget"}
+
+
+def test_rmu_runs_the_lm_head_on_one_position_per_row(tmp_path, tokenizer, make_model, forget_retain):
+    """RMU reads a layer's output only: neither the policy's nor the frozen model's forward builds [B, T, V] logits."""
+    forget, retain = forget_retain
+    policy, reference = make_model(seed=0).double(), make_model(seed=1).double()
+    args = UnlearningConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, unlearn_method="rmu",
+                            seed=0, report_to=[], **SETTINGS)
+    trainer = UnlearningTrainer(model=policy, args=args, forget_dataset=forget, retain_dataset=retain,
+                                processing_class=tokenizer, ref_model=reference)
+    seen = []
+    hooks = [m.get_output_embeddings().register_forward_hook(lambda mod, inp, out: seen.append(tuple(inp[0].shape)))
+             for m in (trainer.model, reference)]
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    trainer.compute_loss(trainer.model, batch)
+    for h in hooks:
+        h.remove()
+    assert batch["forget"]["input_ids"].shape[1] > 1
+    assert len(seen) == 3 and all(shape[1] == 1 for shape in seen), seen  # forget + retain policy, retain frozen

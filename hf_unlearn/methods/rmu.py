@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models import heads
 from ..models.layers import decoder_layer_output
 from . import losses
 from .base import Hyperparameter, Method, MethodSettings, register_method
@@ -37,10 +38,17 @@ def rmu_retain_loss(hidden: torch.Tensor, frozen: torch.Tensor, mask: torch.Tens
     return ((losses.upcast(hidden[mask]) - losses.upcast(frozen[mask]).to(hidden.device)) ** 2).mean()
 
 
+def _one_logit_row(model) -> dict:
+    """RMU reads a decoder layer's output, never the logits: the LM head runs on the last position only where the
+    model takes ``logits_to_keep`` (a 7B model's [B, T, 32k] logits would be built and dropped on every forward)."""
+    return {"logits_to_keep": 1} if heads.accepts_logits_to_keep(model) else {}
+
+
 def _hidden(model, part, layer):
     """Decoder layer `layer`'s output (by a forward hook: for the last layer hidden_states[L] is the normed state)."""
     return decoder_layer_output(model, layer, lambda: model(input_ids=part["input_ids"],
-                                                            attention_mask=part["attention_mask"]))
+                                                            attention_mask=part["attention_mask"],
+                                                            **_one_logit_row(model)))
 
 
 def rmu_term(model, batch, reference, settings, logs):
@@ -52,7 +60,8 @@ def rmu_term(model, batch, reference, settings, logs):
 def rmu_retain_term(model, batch, reference, settings):
     part = batch["retain"]
     hidden = _hidden(model, part, settings.rmu_layer)
-    frozen = decoder_layer_output(reference.module, settings.rmu_layer, lambda: reference(part))
+    frozen = decoder_layer_output(reference.module, settings.rmu_layer,
+                                  lambda: reference(part, **_one_logit_row(reference.module)))
     return rmu_retain_loss(hidden, frozen, part["labels"] != losses.IGNORE_INDEX)
 
 

@@ -89,11 +89,11 @@ class ReferenceModel:
         return self.module.disable_adapter() if self.adapters_off else contextlib.nullcontext()
 
     @torch.no_grad()
-    def __call__(self, part: dict, output_hidden_states: bool = False):
+    def __call__(self, part: dict, output_hidden_states: bool = False, **forward_kwargs):
         with self._context():
             return self.module(
                 input_ids=part["input_ids"], attention_mask=part["attention_mask"],
-                output_hidden_states=output_hidden_states,
+                output_hidden_states=output_hidden_states, **forward_kwargs,
             )
 
     @torch.no_grad()
