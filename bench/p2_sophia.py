@@ -148,8 +148,7 @@ def run(ctx: C.BenchContext) -> dict:
         # refreshes run at steps 0, k, 2k...: drop the warm-up period's
         refresh.extend(refresh_watch.times[1:])
         gnb_forward.extend(gnb_watch.times[1:])
-        # Sophia's step() is called in Hessian mode inside every refresh too: keep the real steps only
-        # a refresh folds h through Hessian-mode step() calls (one per parameter on the step's own forward)
+        # the separate refresh folds h through a Hessian-mode step() call: keep the real steps only
         real = [t for t, hessian in zip(opt_watches["sophia"].times, hessian_modes["sophia"]) if not hessian]
         sophia_step.extend(real[k:])
         adamw_step.extend(opt_watches["adamw"].times[k:])

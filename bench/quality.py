@@ -108,7 +108,8 @@ def _finetune_member(ctx: C.BenchContext, name: str, split: str, seed: int, thre
     out = pair_dir(ctx) / name
     stage1 = pair_dir(ctx) / f"{name}-stage1"  # kept: stage 2 can be re-run (or changed) without stage 1
     seconds = {}
-    if (stage1 / "config.json").is_file():
+    have_stage1 = (stage1 / "config.json").is_file()
+    if have_stage1:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(stage1, dtype=torch.float32)
@@ -118,7 +119,7 @@ def _finetune_member(ctx: C.BenchContext, name: str, split: str, seed: int, thre
     stages = [("stage1", wanted["finetune"])] + ([("stage2", wanted["finetune_more"])] if wanted["finetune_more"] else [])
     losses = []
     for stage, values in stages:
-        if stage == "stage1" and (stage1 / "config.json").is_file():
+        if stage == "stage1" and have_stage1:
             continue
         C.log(f"[quality] fine-tuning the {name} model ({stage}) on {split} ({len(rows)} rows incl. general knowledge: "
               f"{wanted['general_knowledge']}): {values}")

@@ -282,6 +282,14 @@ def test_reference_from_another_split_names_the_first_differing_question(tok, sl
     with pytest.raises(ValueError, match="first difference at question 2") as err:
         evaluate_tofu(None, tok, str(slice_dir), retain_reference=ref, **EVAL_KW)
     assert "Who wrote this test?" in str(err.value)
+    ref = json.loads(reference_file.read_text())
+    ref["holdout"][1]["question"] = "Who held this out?"
+    with pytest.raises(ValueError, match="different holdout questions .*first difference at question 1"):
+        evaluate_tofu(None, tok, str(slice_dir), retain_reference=ref, **EVAL_KW)
+    ref = json.loads(reference_file.read_text())
+    ref["forget"] = ref["forget"][:1]
+    with pytest.raises(ValueError, match="has only 1 forget questions"):
+        evaluate_tofu(None, tok, str(slice_dir), retain_reference=ref, **EVAL_KW)
     with pytest.raises(ValueError, match="not a per-question file"):
         evaluate_tofu(None, tok, str(slice_dir), retain_reference={"summary": {}}, **EVAL_KW)
 

@@ -596,3 +596,31 @@ def test_per_tensor_and_foreach_clipped_steps_agree():
     expected = sum(int((r < 1).sum()) for r in ratios)
     assert 0 < expected < sum(r.numel() for r in ratios)
     assert int(count_a) == int(count_b) == expected
+
+
+@pytest.mark.parametrize("squared", [True, False])
+def test_fold_gradient_of_each_parameter_equals_a_hessian_mode_step(squared):
+    """Folding the gradients one parameter at a time (the refresh on the step's graph) = one step() over all."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(4))]
+    grads = [torch.randn_like(p) for p in params]
+    states = []
+    for one_at_a_time in (False, True):
+        copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        opt = SophiaG([{"params": copies[:1]}, {"params": copies[1:], "betas": (0.9, 0.8)}], lr=1e-2)
+        for _ in range(2):  # twice: the second fold also decays the first
+            with opt.collecting_hessian(scale=3.0, squared=squared):
+                for c, g in zip(copies, grads):
+                    c.grad = g.clone()
+                if one_at_a_time:
+                    for group in opt.param_groups:
+                        for c in group["params"]:
+                            opt.fold_gradient(c, group)
+                else:
+                    opt.step()
+        states.append([opt.state[c]["hessian"] for c in copies])
+        assert opt.hessian_updates == 2
+    for a, b in zip(*states):
+        assert torch.equal(a, b) and a.abs().sum() > 0
+    with pytest.raises(RuntimeError, match="inside collecting_hessian"):
+        opt.fold_gradient(copies[0], opt.param_groups[0])

@@ -101,17 +101,18 @@ def refresh_hessian(model, batch: dict, sophia: SophiaG, estimator: HessianEstim
 
 
 def _backward_folding_each_gradient(loss: torch.Tensor, sophia: SophiaG) -> None:
-    """``loss.backward(retain_graph=True)`` from gradients all None, each parameter's gradient folded into h (a
-    Hessian-mode `step()`, which folds every gradient present: only this one) as soon as it is complete, then
-    dropped. So beside the step's graph at most one parameter's gradient is alive, not a whole set. Autograd
-    sums every path into a parameter before its one accumulation, so the fold sees the whole gradient."""
-    params = [p for group in sophia.param_groups for p in group["params"] if p.requires_grad]
+    """``loss.backward(retain_graph=True)`` from gradients all None, each parameter's gradient folded into h
+    (`SophiaG.fold_gradient`) as soon as it is complete, then dropped. So beside the step's graph at most one
+    parameter's gradient is alive, not a whole set. Autograd sums every path into a parameter before its one
+    accumulation, so the fold sees the whole gradient."""
+    def folder(param, group):
+        def fold(_):
+            sophia.fold_gradient(param, group)
+            param.grad = None
+        return fold
 
-    def fold(param):
-        sophia.step()
-        param.grad = None
-
-    handles = [param.register_post_accumulate_grad_hook(fold) for param in params]
+    handles = [p.register_post_accumulate_grad_hook(folder(p, group))
+               for group in sophia.param_groups for p in group["params"] if p.requires_grad]
     try:
         loss.backward(retain_graph=True)
     finally:

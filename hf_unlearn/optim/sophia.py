@@ -334,6 +334,23 @@ class SophiaG(Optimizer):
                     group[_REFRESHES] = refreshes
             self._hessian_mode, self._hessian_mode_steps = previous, previous_steps
 
+    @torch.no_grad()
+    def fold_gradient(self, p: torch.Tensor, group: dict) -> None:
+        """In Hessian mode, what :meth:`step` folds into h, for ``p.grad`` of one parameter of ``group`` only: for a
+        caller that folds each gradient as soon as autograd completes it (one pass over the parameters in all,
+        where a ``step()`` per parameter would walk every parameter each time)."""
+        if self._hessian_mode is None:
+            raise RuntimeError("fold_gradient() folds a Hessian estimate: call it inside collecting_hessian().")
+        scale, squared = self._hessian_mode
+        beta2 = group["betas"][1]
+        grad = p.grad.float() if p.dtype in (torch.float16, torch.bfloat16) else p.grad
+        hessian = self._state_for(p)["hessian"].mul_(beta2)
+        if squared:
+            hessian.addcmul_(grad, grad, value=(1.0 - beta2) * scale)
+        else:
+            hessian.add_(grad, alpha=(1.0 - beta2) * scale)
+        self._hessian_mode_steps += 1
+
     @property
     def in_hessian_mode(self) -> bool:
         return self._hessian_mode is not None

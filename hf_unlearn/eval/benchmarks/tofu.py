@@ -211,24 +211,25 @@ def _first_difference(ours: Sequence[str], theirs: Sequence[str]) -> Optional[in
     return None
 
 
+def _require_same_questions(ours: Sequence[str], theirs: Sequence[str], what: str, splits_line: str) -> None:
+    """The reference must hold this evaluation's `what` questions, in order (it may hold more)."""
+    i = _first_difference(ours, theirs)
+    if i is None:
+        return
+    if i >= len(theirs):
+        raise ValueError(f"The retain reference has only {len(theirs)} {what} questions, this evaluation has "
+                         f"{len(ours)} ({splits_line}).")
+    raise ValueError(f"The retain reference was evaluated on different {what} questions ({splits_line}): first "
+                     f"difference at question {i}: the reference has {theirs[i]!r}, this evaluation has {ours[i]!r}.")
+
+
 def _check_reference(reference: dict, items: dict[str, list[dict]], splits: dict) -> dict:
     """Aligns the reference with this evaluation; returns its forget truth ratios and Min-K% AUC."""
     ref_config = reference.get("config", {}) or {}
-    ref_split = ref_config.get("forget_split", "?")
     ours = [it["question"] for it in items["forget"]]
     theirs = [r["question"] for r in reference["forget"]]
-    i = _first_difference(ours, theirs)
-    if i is not None:
-        if i >= len(theirs):
-            raise ValueError(
-                f"The retain reference has only {len(theirs)} forget questions, this evaluation has {len(ours)} "
-                f"(reference forget split {ref_split!r}, this run {splits['forget']!r})."
-            )
-        raise ValueError(
-            f"The retain reference was evaluated on different forget questions (reference forget split "
-            f"{ref_split!r}, this run {splits['forget']!r}): first difference at question {i}: the reference has "
-            f"{theirs[i]!r}, this evaluation has {ours[i]!r}."
-        )
+    _require_same_questions(ours, theirs, "forget", f"reference forget split {ref_config.get('forget_split', '?')!r}, "
+                                                    f"this run {splits['forget']!r}")
     if len(theirs) != len(ours):
         logger.info("Using the first %d of the reference's %d forget questions.", len(ours), len(theirs))
     ref_r = np.array([float(r["truth_ratio"]) for r in reference["forget"][: len(ours)]], dtype=np.float64)
@@ -237,22 +238,12 @@ def _check_reference(reference: dict, items: dict[str, list[dict]], splits: dict
     ref_holdout = reference.get("holdout") or []
     if items.get("holdout"):
         ours_h = [it["question"] for it in items["holdout"]]
-        theirs_h = [r.get("question") for r in ref_holdout]
         if not ref_holdout:
             logger.warning("The retain reference has no holdout scores: privleak is left out.")
         else:
-            j = _first_difference(ours_h, theirs_h)
-            if j is not None:
-                if j >= len(theirs_h):
-                    raise ValueError(
-                        f"The retain reference has only {len(theirs_h)} holdout questions, this evaluation has "
-                        f"{len(ours_h)}."
-                    )
-                raise ValueError(
-                    f"The retain reference was evaluated on a different holdout split (reference "
-                    f"{ref_config.get('holdout_split')!r}, this run {splits['holdout']!r}): first difference at "
-                    f"holdout question {j}: the reference has {theirs_h[j]!r}, this evaluation has {ours_h[j]!r}."
-                )
+            _require_same_questions(ours_h, [r.get("question") for r in ref_holdout], "holdout",
+                                    f"reference holdout split {ref_config.get('holdout_split')!r}, this run "
+                                    f"{splits['holdout']!r}")
             ref_auc = M.mia_auc(
                 [r["mia_min_k"] for r in reference["forget"][: len(ours)]],
                 [r["mia_min_k"] for r in ref_holdout[: len(ours_h)]],
