@@ -299,10 +299,19 @@ def _eos_id(tokenizer) -> int:
 
 def encode_answer(tokenizer, question: str, answer: str, template: PromptTemplate | None = None) -> list[int]:
     ids = tokenizer(answer_text(tokenizer, question, answer, template), add_special_tokens=False)["input_ids"]
+    return _ends_with_eos(tokenizer, ids)
+
+
+def _ends_with_eos(tokenizer, ids: list[int]) -> list[int]:
+    """`ids` ending in exactly one EOS. A chat template may close the turn with EOS and then a newline (ChatML:
+    ``<|im_end|>\n`` where EOS is ``<|im_end|>``): the turn ends at that EOS, as generation does, and the
+    whitespace after it is neither trained nor scored (appending another EOS would teach ``<|im_end|>\n<|im_end|>``)."""
     eos = _eos_id(tokenizer)
-    if not ids or ids[-1] != eos:
-        ids = ids + [eos]
-    return ids
+    if eos in ids:
+        last = len(ids) - 1 - ids[::-1].index(eos)
+        if not tokenizer.decode(ids[last + 1:]).strip():
+            return ids[: last + 1]
+    return ids + [eos]
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -325,10 +334,7 @@ def encode_qa(
     """
     template = template or default_template(tokenizer)
     if template.whole_text:
-        ids = _tokenize(tokenizer, full_text(tokenizer, question, answer, template), template)
-        eos = _eos_id(tokenizer)
-        if not ids or ids[-1] != eos:
-            ids = ids + [eos]
+        ids = _ends_with_eos(tokenizer, _tokenize(tokenizer, full_text(tokenizer, question, answer, template), template))
         n_prompt = min(_common_prefix(encode_prompt(tokenizer, question, template=template), ids), len(ids) - 1)
         prompt_ids, answer_ids = ids[:n_prompt], ids[n_prompt:]
         if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
