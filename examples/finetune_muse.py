@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 
 import datasets
 from transformers import TrainingArguments
-from trl import ModelConfig, TrlParser
+from trl import TrlParser
 
 from hf_unlearn.data.muse import load_texts, muse_strings, parse_split
 from hf_unlearn.data.text import encode_documents
 from hf_unlearn.eval.benchmarks.muse import check_muse, evaluate_muse, model_context
 from hf_unlearn.eval.runner import write_results
 from hf_unlearn.offline.tiny import TINY_PRESET
+from hf_unlearn.config import ModelArguments
 from hf_unlearn.pipeline import (
     EncodedDataset, describe_parameters, finetune, load_model_and_tokenizer, use_gloo_on_cpu,
 )
@@ -54,7 +55,7 @@ class FinetuneMuseArguments:
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((FinetuneMuseArguments, TrainingArguments, ModelConfig))
+    return TrlParser((FinetuneMuseArguments, TrainingArguments, ModelArguments))
 
 
 def main(argv=None):
@@ -74,7 +75,7 @@ def main(argv=None):
         model, tokenizer = load_model_and_tokenizer(
             model_args.model_name_or_path, script.dataset_name, dtype=model_args.dtype,
             trust_remote_code=script.trust_remote_code, revision=model_args.model_revision, seed=args.seed,
-            tiny_size=script.tiny_size, attn_implementation=model_args.attn_implementation,
+            tiny_size=script.tiny_size, attn_implementation=model_args.attn_implementation, gguf_file=model_args.gguf_file,
             tiny_corpus=muse_strings(script.dataset_name) if model_args.model_name_or_path == TINY_PRESET else None,
         )
         context = model_context(model)

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 
 import datasets
 from transformers import TrainingArguments
-from trl import ModelConfig, TrlParser
+from trl import TrlParser
 
 from hf_unlearn.data.formatting import PromptTemplateArguments, resolve_prompt_template
 from hf_unlearn.data.tofu import default_splits
 from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
 from hf_unlearn.eval.runner import write_results
 from hf_unlearn.offline.tiny import TINY_PRESET
+from hf_unlearn.config import ModelArguments
 from hf_unlearn.pipeline import (
     describe_parameters, finetune, load_model_and_tokenizer, use_gloo_on_cpu, with_general_knowledge,
 )
@@ -59,7 +60,7 @@ class FinetuneArguments:
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((FinetuneArguments, FinetuneTrainingArguments, ModelConfig), epilog=FINETUNE_EPILOG,
+    return TrlParser((FinetuneArguments, FinetuneTrainingArguments, ModelArguments), epilog=FINETUNE_EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -84,7 +85,7 @@ def main(argv=None):
         model, tokenizer = load_model_and_tokenizer(
             model_args.model_name_or_path, script.dataset_name, dtype=model_args.dtype,
             trust_remote_code=script.trust_remote_code, revision=model_args.model_revision, seed=args.seed,
-            tiny_size=script.tiny_size, attn_implementation=model_args.attn_implementation,
+            tiny_size=script.tiny_size, attn_implementation=model_args.attn_implementation, gguf_file=model_args.gguf_file,
         )
         template = resolve_prompt_template(tokenizer, model_dir=model_args.model_name_or_path,
                                            **args.prompt_template_fields())

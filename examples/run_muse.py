@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import datasets
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import TrlParser, get_peft_config
 
 from hf_unlearn import UnlearningConfig, UnlearningTrainer
-from hf_unlearn.config import MuseScriptArguments
+from hf_unlearn.config import ModelArguments, MuseScriptArguments
 from hf_unlearn.data.muse import muse_strings
 from hf_unlearn.eval.benchmarks.muse import MUSE, model_context
 from hf_unlearn.eval.callback import ForgetQualityCallback
@@ -51,7 +51,7 @@ def unlearn(script, args, model_args, run):
         model, tokenizer = load_model_and_tokenizer(
             model_args.model_name_or_path, script.dataset_name, dtype=model_args.dtype,
             trust_remote_code=script.trust_remote_code, revision=model_args.model_revision, seed=args.seed,
-            attn_implementation=model_args.attn_implementation,
+            attn_implementation=model_args.attn_implementation, gguf_file=model_args.gguf_file,
             tiny_corpus=muse_strings(script.dataset_name) if model_args.model_name_or_path == TINY_PRESET else None,
         )
         check_attention(args, model)
@@ -89,7 +89,7 @@ def unlearn(script, args, model_args, run):
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((MuseScriptArguments, UnlearningConfig, ModelConfig))
+    return TrlParser((MuseScriptArguments, UnlearningConfig, ModelArguments))
 
 
 def main(argv=None):

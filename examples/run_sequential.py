@@ -26,10 +26,10 @@ from pathlib import Path
 import datasets
 import yaml
 from transformers import AutoModelForCausalLM
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import TrlParser, get_peft_config
 
 from hf_unlearn import UnlearningConfig, UnlearningTrainer
-from hf_unlearn.config import MuseScriptArguments, UnlearningScriptArguments
+from hf_unlearn.config import ModelArguments, MuseScriptArguments, UnlearningScriptArguments
 from hf_unlearn.data.muse import muse_strings
 from hf_unlearn.eval.benchmarks.muse import model_context
 from hf_unlearn.hub import check_push_credentials, recipe_of
@@ -58,7 +58,7 @@ def benchmark_of(argv) -> str:
 
 def make_parser(benchmark: str = "tofu") -> TrlParser:
     script_arguments = MuseScriptArguments if benchmark == "muse" else UnlearningScriptArguments
-    return TrlParser((SequentialArguments, script_arguments, UnlearningConfig, ModelConfig))
+    return TrlParser((SequentialArguments, script_arguments, UnlearningConfig, ModelArguments))
 
 
 def main(argv=None):
@@ -80,7 +80,7 @@ def main(argv=None):
                             "--skip_final_evaluation.")
     check_training_numbers(args)
     check_lora_flags(model_args)
-    check_model_source(model_args.model_name_or_path, (TINY_PRESET,))
+    check_model_source(model_args.model_name_or_path, (TINY_PRESET,), model_args.gguf_file)
     check_dataset_source(script.dataset_name)
     references = split_list(sequential.retain_references)
     # --resume_from_checkpoint true continues a sequential run in --output_dir (finished requests are kept).
@@ -105,7 +105,7 @@ def main(argv=None):
                              needs_retain=method.needs_retain(method.settings_from(args)))
 
     load = dict(dtype=model_args.dtype, trust_remote_code=script.trust_remote_code, revision=model_args.model_revision,
-                seed=args.seed, attn_implementation=model_args.attn_implementation,
+                seed=args.seed, attn_implementation=model_args.attn_implementation, gguf_file=model_args.gguf_file,
                 tiny_corpus=muse_strings(script.dataset_name) if muse and model_args.model_name_or_path == TINY_PRESET
                 else None)
     original, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, script.dataset_name, **load)

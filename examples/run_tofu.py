@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import datasets
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import TrlParser, get_peft_config
 
 from hf_unlearn import UnlearningConfig, UnlearningTrainer
-from hf_unlearn.config import UnlearningScriptArguments
+from hf_unlearn.config import ModelArguments, UnlearningScriptArguments
 from hf_unlearn.eval.benchmarks import get_benchmark
 from hf_unlearn.eval.callback import ForgetQualityCallback
 from hf_unlearn.eval.runner import write_results
@@ -43,7 +43,7 @@ def card_flags(script) -> dict:
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((UnlearningScriptArguments, UnlearningConfig, ModelConfig), epilog=RUN_TOFU_EPILOG,
+    return TrlParser((UnlearningScriptArguments, UnlearningConfig, ModelArguments), epilog=RUN_TOFU_EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -75,7 +75,7 @@ def main(argv=None):
         model, tokenizer = load_model_and_tokenizer(
             model_args.model_name_or_path, script.dataset_name, dtype=model_args.dtype,
             trust_remote_code=script.trust_remote_code, revision=model_args.model_revision, seed=args.seed,
-            attn_implementation=model_args.attn_implementation,
+            attn_implementation=model_args.attn_implementation, gguf_file=model_args.gguf_file,
         )
         check_attention(args, model)
         callbacks = []

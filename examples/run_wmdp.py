@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 import datasets
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import TrlParser, get_peft_config
 
 from hf_unlearn import UnlearningConfig, UnlearningTrainer
 from hf_unlearn.data.wmdp import load_corpora
@@ -30,6 +30,7 @@ from hf_unlearn.eval.benchmarks.wmdp import check_wmdp, evaluate_wmdp
 from hf_unlearn.eval.runner import write_results
 from hf_unlearn.hub import check_push_credentials
 from hf_unlearn.methods import get_method
+from hf_unlearn.config import ModelArguments
 from hf_unlearn.pipeline import describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.validation import (check_attention, check_lora_flags, check_model_source, check_output_dir,
                                    check_training_numbers, config_file_of, removed_on_failure)
@@ -60,7 +61,7 @@ class WMDPScriptArguments:
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((WMDPScriptArguments, UnlearningConfig, ModelConfig))
+    return TrlParser((WMDPScriptArguments, UnlearningConfig, ModelArguments))
 
 
 def main(argv=None):
@@ -72,7 +73,7 @@ def main(argv=None):
     # Everything that can fail does so before the first step, with nothing written.
     check_training_numbers(args)
     check_lora_flags(model_args)
-    check_model_source(model_args.model_name_or_path)
+    check_model_source(model_args.model_name_or_path, gguf_file=model_args.gguf_file)
     check_output_dir(args.output_dir, {"model folder": model_args.model_name_or_path, "recipe": config_file_of(argv),
                                        "evaluation data": script.dataset_name}, overwrite=script.overwrite_output_dir)
     if args.push_to_hub:
@@ -88,7 +89,8 @@ def main(argv=None):
     with removed_on_failure(args.output_dir, args.process_index == 0):
         model, tokenizer = load_model_and_tokenizer(
             model_args.model_name_or_path, dtype=model_args.dtype, trust_remote_code=script.trust_remote_code,
-            revision=model_args.model_revision, seed=args.seed, attn_implementation=model_args.attn_implementation)
+            revision=model_args.model_revision, seed=args.seed, attn_implementation=model_args.attn_implementation,
+            gguf_file=model_args.gguf_file)
         check_attention(args, model)
         callbacks = []
         if args.eval_strategy != "no":

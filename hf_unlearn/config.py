@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
+from trl import ModelConfig
 
 from .data.formatting import PromptTemplateArguments
 from .methods import METHODS, get_method, hyperparameters, method_names
@@ -297,4 +298,18 @@ class MuseScriptArguments(UnlearningScriptArguments):
     knowmem_max_new_tokens: int = field(default=32, metadata={"help": "KnowMem answer length (MUSE: 32)."})
     benchmark: str = field(
         default="muse", metadata={"help": "muse (the six-way evaluation before, during and after training) or none."}
+    )
+
+
+@dataclass
+class ModelArguments(ModelConfig):
+    """TRL's `ModelConfig` (model, dtype, LoRA flags) plus `--gguf_file`, as transformers' `from_pretrained` has it.
+
+    A GGUF model is given either as ``--model_name_or_path path/to/model.gguf`` or as the folder plus
+    ``--gguf_file NAME``; it is dequantized on load and saved as an ordinary safetensors model."""
+
+    gguf_file: str | None = field(
+        default=None,
+        metadata={"help": "GGUF file inside --model_name_or_path (a folder), dequantized on load (needs the gguf "
+                          "package). A path ending in .gguf given as --model_name_or_path needs no --gguf_file."},
     )

@@ -80,6 +80,7 @@ def unlearning_model_card(
     forget_split: str, retain_split: str | None, recipe: dict, library_name: str = "transformers",
     results: dict | None = None, results_before: dict | None = None, plot_file: str | None = None,
     extra_tags: list[str] | None = None, prompt_template: dict | None = None, benchmark: str = "TOFU",
+    gguf_source: dict | None = None,
 ) -> ModelCard:
     """A `huggingface_hub.ModelCard` describing one unlearning run.
 
@@ -102,7 +103,10 @@ def unlearning_model_card(
         + (f" while keeping `{Path(retain_split).name if Path(retain_split).suffix else retain_split}`."
            if retain_split else "."),
         "",
-        f"- base model: {_source(base_model, 'model')}",
+        f"- base model: {_source(base_model, 'model')}"
+        + (f", dequantized from the GGUF file `{gguf_source['file']}` (quantization "
+           f"{gguf_source.get('quantization') or 'unknown'}, architecture {gguf_source.get('architecture') or 'unknown'})"
+           if gguf_source else ""),
         f"- data: {_source(dataset_name, 'data folder')}",
         f"- forget split: `{forget_name}`",
         f"- retain split: `{retain_split}`" if retain_split else "- retain split: none",

@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 from .data.formatting import encode_qa
 from .data.pairing import UnlearningCollator, resolve_pad_token_id
 from .data.tofu import TOFU_SPLITS, load_split
+from .models.gguf import gguf_source, load_gguf
 from .offline.tiny import TINY_PRESET, build_tiny_llama, train_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -73,10 +74,11 @@ def tofu_strings(dataset_name: str) -> list[str]:
 def load_model_and_tokenizer(model_name_or_path: str, dataset_name: str | None = None, *, dtype: str | None = None,
                              trust_remote_code: bool = False, revision: str = "main", seed: int = 0,
                              tiny_vocab_size: int = 4096, tiny_size: str = "default",
-                             attn_implementation: str | None = None, tiny_corpus: list[str] | None = None):
-    """A model and its tokenizer from a Hub id or local folder, or the built-in `tiny-llama` preset
-    (a byte-level BPE tokenizer trained on `tiny_corpus`, by default `dataset_name`'s TOFU strings, and a
-    small random Llama)."""
+                             attn_implementation: str | None = None, tiny_corpus: list[str] | None = None,
+                             gguf_file: str | None = None):
+    """A model and its tokenizer from a Hub id or local folder, a GGUF file (``model.gguf``, or a folder plus
+    `gguf_file`; dequantized, see `hf_unlearn.models.gguf`), or the built-in `tiny-llama` preset (a byte-level
+    BPE tokenizer trained on `tiny_corpus`, by default `dataset_name`'s TOFU strings, and a small random Llama)."""
     if model_name_or_path == TINY_PRESET:
         if dataset_name is None and tiny_corpus is None:
             raise ValueError("The tiny-llama preset trains its tokenizer on the data: give --dataset_name.")
@@ -87,6 +89,12 @@ def load_model_and_tokenizer(model_name_or_path: str, dataset_name: str | None =
         attention = {"attn_implementation": attn_implementation} if attn_implementation else {}
         return build_tiny_llama(tokenizer, seed=seed, **TINY_SIZES[tiny_size], **attention), tokenizer
     torch_dtype = getattr(torch, dtype) if dtype not in (None, "auto") else dtype
+    gguf = gguf_source(model_name_or_path, gguf_file)
+    if gguf is not None:
+        model, tokenizer = load_gguf(*gguf, dtype=torch_dtype if torch_dtype != "auto" else None,
+                                     attn_implementation=attn_implementation)
+        check_vocabulary(model, tokenizer)
+        return model, tokenizer
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, revision=revision,
                                                   trust_remote_code=trust_remote_code)
@@ -99,7 +107,7 @@ def load_model_and_tokenizer(model_name_or_path: str, dataset_name: str | None =
             f"Could not load the model {model_name_or_path!r}: "
             + ("the folder is incomplete or damaged." if local else
                "it is not a local folder, and the Hugging Face Hub could not provide it (offline, a typo in the id, "
-               "or a gated repo: `huggingface-cli login`). Give a local folder or check the id.")
+               "or a gated repo: `hf auth login`). Give a local folder or check the id.")
             + f" ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
         ) from err
     check_vocabulary(model, tokenizer)

@@ -338,6 +338,7 @@ class UnlearningTrainer(Trainer):
             results=results, results_before=results_before, plot_file=plot_file, extra_tags=tags,
             benchmark=benchmark,
             prompt_template=self.prompt_template.to_dict() if self.prompt_template is not None else None,
+            gguf_source=getattr(getattr(self.accelerator.unwrap_model(self.model), "config", None), "gguf_source", None),
         )
         card.save(str(Path(self.args.output_dir) / "README.md"))
 

@@ -149,12 +149,22 @@ def check_attention(args, model=None, attn_implementation: str | None = None) ->
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def check_model_source(name_or_path: str | None, presets: Sequence[str] = ()) -> None:
-    """A preset, a local model folder with its tokenizer, or something that can be a Hub id."""
-    if not name_or_path:
-        raise RunInputError("No model given: pass --model_name_or_path <local folder or Hub id>"
+def check_model_source(name_or_path: str | None, presets: Sequence[str] = (), gguf_file: str | None = None) -> None:
+    """A preset, a GGUF file (read up to its header), a local model folder with its tokenizer, or something that can
+    be a Hub id."""
+    from .models.gguf import GGUFError, gguf_source, read_gguf_header
+
+    if not name_or_path and not gguf_file:
+        raise RunInputError("No model given: pass --model_name_or_path <local folder, Hub id or .gguf file>"
                             + (f" (or {' / '.join(presets)} to build one from scratch)." if presets else "."))
     if name_or_path in presets:
+        return
+    gguf = gguf_source(name_or_path, gguf_file)
+    if gguf is not None and (gguf[0].is_dir() or not gguf_file):
+        try:
+            read_gguf_header(gguf[0] / gguf[1])
+        except GGUFError as err:
+            raise RunInputError(str(err)) from None
         return
     path = Path(name_or_path).expanduser()
     if path.exists():
@@ -469,7 +479,7 @@ def validate_finetune_run(args, model_args, dataset_name: str, *, overwrite: boo
     returns the checkpoint to resume from (or None)."""
     check_training_numbers(args)
     check_lora_flags(model_args)
-    check_model_source(model_args.model_name_or_path, presets)
+    check_model_source(model_args.model_name_or_path, presets, getattr(model_args, "gguf_file", None))
     check_dataset_source(dataset_name)
     resume_from = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     check_output_dir(args.output_dir, {"model folder": model_args.model_name_or_path, "dataset folder": dataset_name,
@@ -498,7 +508,7 @@ def validate_unlearning_run(script, args, model_args, *, needs_retain: bool, pre
 
     check_training_numbers(args)
     check_lora_flags(model_args)
-    check_model_source(model_args.model_name_or_path, presets)
+    check_model_source(model_args.model_name_or_path, presets, getattr(model_args, "gguf_file", None))
     check_dataset_source(script.dataset_name)
     problems = []
     if script.max_new_tokens < 1:
@@ -563,7 +573,7 @@ def validate_muse_run(script, args, model_args, *, needs_retain: bool, presets: 
 
     check_training_numbers(args)
     check_lora_flags(model_args)
-    check_model_source(model_args.model_name_or_path, presets)
+    check_model_source(model_args.model_name_or_path, presets, getattr(model_args, "gguf_file", None))
     check_dataset_source(script.dataset_name)
     problems = [f"--{name} must be >= 1, got {getattr(script, name)}." for name in ("max_new_tokens",
                 "knowmem_max_new_tokens", "eval_subsample") if getattr(script, name) is not None and

@@ -32,8 +32,8 @@ _DTYPES = ("auto", "float32", "bfloat16", "float16")
 @dataclass
 class EvalArguments:
     model_name_or_path: str = field(
-        metadata={"help": "Model to evaluate: a local folder (save_pretrained) or a Hub id. The tokenizer is "
-                          "loaded from the same place."}
+        metadata={"help": "Model to evaluate: a local folder (save_pretrained), a Hub id, or a .gguf file "
+                          "(dequantized on load). The tokenizer is loaded from the same place."}
     )
     output_dir: str = field(
         metadata={"help": "Folder for the benchmark's per-sample and summary files (TOFU: tofu_eval.json, for the "
@@ -47,6 +47,10 @@ class EvalArguments:
     )
     per_device_eval_batch_size: int = field(
         default=32, metadata={"help": "Answers per forward pass and prompts per generate call. Default 32."}
+    )
+    gguf_file: Optional[str] = field(
+        default=None, metadata={"help": "GGUF file inside --model_name_or_path (a folder or Hub repo), dequantized on "
+                                        "load. A .gguf path given as --model_name_or_path needs no --gguf_file."}
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow model code from the model folder / Hub repo. Default off."}
@@ -64,6 +68,8 @@ class EvalArguments:
 
 def _check_output_dir(args: EvalArguments) -> None:
     model_dir = Path(args.model_name_or_path).expanduser()
+    if model_dir.is_file():  # a .gguf file: its folder is protected
+        model_dir = model_dir.parent
     if not model_dir.is_dir():
         return  # a Hub id: nothing local to protect
     model_dir = model_dir.resolve()
@@ -144,6 +150,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ..models.gguf import GGUFError, gguf_source, load_gguf
     from .runner import write_results
     from .scoring import dist_rank_world
 
@@ -152,15 +159,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     device = torch.device(args.device) if args.device else _setup_distributed()
     owns_group = owns_group and torch.distributed.is_available() and torch.distributed.is_initialized()
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
+    gguf = gguf_source(args.model_name_or_path, args.gguf_file)
+    if gguf is not None:
+        try:
+            model, tokenizer = load_gguf(*gguf, dtype=None if dtype == "auto" else dtype)
+        except GGUFError as exc:
+            parser.error(str(exc))
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
     try:  # auto: the format saved with the model, else the tokenizer's chat template, else plain
-        template = resolve_prompt_template(tokenizer, model_dir=args.model_name_or_path,
+        template = resolve_prompt_template(tokenizer, model_dir=None if gguf else args.model_name_or_path,
                                            **prompt_args.prompt_template_fields())
     except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))
-    model = AutoModelForCausalLM.from_pretrained(
-        args.model_name_or_path, trust_remote_code=args.trust_remote_code, dtype=dtype
-    ).to(device)
+    if gguf is None:
+        model = AutoModelForCausalLM.from_pretrained(
+            args.model_name_or_path, trust_remote_code=args.trust_remote_code, dtype=dtype
+        )
+    model = model.to(device)
     model.eval()
     per_sample, summary = benchmark.evaluate(
         model, tokenizer, batch_size=args.per_device_eval_batch_size, show_progress=not args.disable_tqdm,

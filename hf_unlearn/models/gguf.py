@@ -93,7 +93,9 @@ def load_gguf(folder: Path, file: str, *, dtype=None, attn_implementation: str |
     save as an ordinary model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    header = read_gguf_header(Path(folder) / file)
+    local = Path(folder) / file
+    # A Hub repo plus a file name is transformers' own form: it downloads the file, then reads the same header.
+    header = read_gguf_header(local) if local.is_file() or Path(folder).is_dir() else {"file": file, "repo": str(folder)}
     tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=file)
     model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=file, dtype=dtype,
                                                  attn_implementation=attn_implementation)
