@@ -1,9 +1,11 @@
-"""Trainer callback that decides *when* to refresh SophiaG's Hessian (the evaluation callback is
-`hf_unlearn.eval.callback.ForgetQualityCallback`)."""
+"""Trainer callbacks: when to refresh SophiaG's Hessian, and PDU's dual update of the retain weight (the
+evaluation callback is `hf_unlearn.eval.callback.ForgetQualityCallback`)."""
 
 from __future__ import annotations
 
+import torch
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 
 class HessianRefreshCallback(TrainerCallback):
@@ -26,3 +28,43 @@ class HessianRefreshCallback(TrainerCallback):
         if self.refresh_due:
             self.refresh_steps.append(state.global_step)
 
+
+
+class RetainDualCallback(TrainerCallback, ExportableState):
+    """Dual ascent on a `RetainDual` method's retain weight lambda (PDU), once per optimizer step.
+
+    The trainer hands it each training micro-batch's retain loss (`record`); at the step's end lambda <-
+    max(0, lambda + eta * (mean - epsilon)), the mean over the step's micro-batches and, through `reduce_mean`,
+    over the processes: every rank applies the same update, and 2 processes x 1 micro-batch give what
+    1 process x 2 accumulated micro-batches gives. lambda is an `ExportableState`: Trainer writes it into
+    each checkpoint's trainer_state.json, and `on_train_begin` reads it back when a run resumes.
+    """
+
+    def __init__(self, dual, settings, reduce_mean):
+        self.dual, self.settings, self.reduce_mean = dual, settings, reduce_mean
+        self.pending: list[torch.Tensor] = []
+        self.history: list[float] = []  # lambda after each update, for logs and tests
+
+    def record(self, retain_loss: torch.Tensor) -> None:
+        self.pending.append(retain_loss.detach().double())
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"retain_weight": float(self.settings.retain_weight)}}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        saved = state.stateful_callbacks.get(type(self).__name__) if state.stateful_callbacks else None
+        if isinstance(saved, list):
+            saved = saved[-1] if saved else None
+        if state.global_step > 0 and saved:  # resumed: continue from the checkpoint's lambda
+            self.settings.retain_weight = float(saved["attributes"]["retain_weight"])
+        self.pending.clear()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not self.pending:
+            return
+        mean = float(self.reduce_mean(torch.stack(self.pending).mean()))
+        self.pending.clear()
+        warmup = getattr(self.settings, self.dual.warmup_epochs)
+        if (state.epoch or 0.0) > warmup + 1e-9:  # once `warmup` whole epochs are done
+            self.settings.retain_weight = self.dual.updated(self.settings, mean)
+        self.history.append(float(self.settings.retain_weight))

@@ -81,8 +81,8 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments, MethodArgumen
     # --- method -----------------------------------------------------------------------------
     unlearn_method: str = field(
         default="grad_diff",
-        metadata={"help": f"Unlearning objective, one of {', '.join(method_names())}. Default grad_diff "
-                          "(TOFU's strongest simple baseline, Maini et al. 2024)."},
+        metadata={"help": "Unlearning objective, one of " + "; ".join(f"{m.name}: {m.paper}" for m in METHODS.values())
+                          + ". Default grad_diff (TOFU's strongest simple baseline, Maini et al. 2024)."},
     )
     forget_weight: float | None = field(
         default=None,

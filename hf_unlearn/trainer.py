@@ -24,7 +24,7 @@ from collections import defaultdict
 import torch
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback
 
-from .callbacks import HessianRefreshCallback
+from .callbacks import HessianRefreshCallback, RetainDualCallback
 from .config import UnlearningConfig
 from .data.formatting import resolve_prompt_template
 from .data.pairing import UnlearningCollator, UnlearningPairs, build_unlearning_dataset
@@ -172,6 +172,10 @@ class UnlearningTrainer(Trainer):
         if self.estimator is not None and self.estimator.refreshes:
             self.hessian_callback = HessianRefreshCallback(args.hessian_update_interval)
             self.add_callback(self.hessian_callback)
+        self.dual_callback = None
+        if self.method.dual is not None:
+            self.dual_callback = RetainDualCallback(self.method.dual, self.settings, self._mean_over_processes)
+            self.add_callback(self.dual_callback)
 
     # --- set-up ----------------------------------------------------------------------------------
     def _check_dataset(self, dataset) -> None:
@@ -265,6 +269,8 @@ class UnlearningTrainer(Trainer):
         if refresh:  # before the training backward, through this forward's graph
             self._refresh_hessian(model, inputs, step_logits)
         mode = "train" if model.training else "eval"
+        if self.dual_callback is not None and mode == "train":
+            self.dual_callback.record(terms["retain_loss"])
         for key, value in terms.items():
             self._terms[mode][key].append(value)
         if not torch.isfinite(loss.detach()):
@@ -302,6 +308,11 @@ class UnlearningTrainer(Trainer):
             sum_over_processes=lambda n: int(self.accelerator.reduce(torch.tensor(n, device=self.args.device),
                                                                      "sum").item()),
         )
+
+    def _mean_over_processes(self, value: torch.Tensor) -> torch.Tensor:
+        if self.accelerator.num_processes == 1:
+            return value
+        return self.accelerator.reduce(value.to(self.args.device), "mean")
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -354,6 +365,8 @@ class UnlearningTrainer(Trainer):
             for key, value in zip(keys, means.tolist()):
                 logs[f"{prefix}{key}"] = value
         self._terms[mode].clear()
+        if mode == "train" and self.dual_callback is not None:
+            logs["retain_weight"] = float(self.settings.retain_weight)  # PDU's lambda
         sophia = self.sophia
         if mode == "train" and sophia is not None:
             logs["sophia/win_rate"] = float(sophia.win_rate)

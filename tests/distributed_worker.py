@@ -61,6 +61,7 @@ DEFAULTS = dict(
     snapshot_step=1,  # record full SophiaG state after this many optimizer steps
     expect_error=None,  # substring of a ValueError the trainer must raise instead of training
     load="pretrained",  # from_pretrained(model_dir) after the arguments, as a script does; "build": in memory
+    method_args={},  # the method's own flags (e.g. PDU's bound and dual step)
 )
 
 
@@ -181,7 +182,7 @@ def build_trainer(job: dict, tokenizer, output_dir: Path, model_dir: str | None)
         hessian_estimator=job["estimator"], hessian_update_interval=job["interval"],
         retain_weight=job["retain_weight"], lr_scheduler_type="linear", disable_tqdm=True,
         max_grad_norm=job["max_grad_norm"], dataloader_num_workers=0, report_to="none", save_strategy="no",
-        **cpu_flags(),
+        **job["method_args"], **cpu_flags(),
     )
     # Hutchinson differentiates twice; PyTorch's fused attention kernels have no second derivative.
     extra = {"attn_implementation": "eager"} if job["estimator"] == "hutchinson" else {}
@@ -235,6 +236,8 @@ def run_job(job: dict, tokenizer_dir: str, output_dir: str, tofu_dir: str | None
                        for key in ("forget_loss", "retain_loss")}
     record["batches"] = trainer.data_collator.batches[: job["max_steps"] * job["grad_accum"]]
     record["state_numel"] = state_numel(trainer.optimizer)
+    # PDU: the dual variable (retain weight) after every optimizer step
+    record["retain_weights"] = None if trainer.dual_callback is None else trainer.dual_callback.history
     record["optimizer"] = type(inner_optimizer(trainer.optimizer)).__name__
     sophia = trainer.sophia
     if sophia is not None:

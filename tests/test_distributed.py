@@ -42,12 +42,15 @@ LORA_NUMEL = 2 * 2 * (4 * 64 + 64 * 4)  # r=4 on q_proj and v_proj of 2 layers
 CLIPPED = 1e-3  # max_grad_norm of the Sophia jobs: a refresh clipped like a step would shrink h by orders
 
 NPO = dict(method="npo", optimizer="sophia", retain_weight=0.0)
+# PDU: epsilon just under the tiny model's retain NLL (~6.2), so lambda moves on every step
+PDU = dict(method="pdu", retain_weight=1.0, method_args=dict(pdu_retain_bound=6.0, pdu_dual_step_size=0.5))
 JOBS = {
     "ddp.yaml": [
         dict(name="gd_adamw", save_model=True, evaluate=True),
         dict(name="npo_sophia", max_grad_norm=CLIPPED, **NPO),
         dict(name="npo_hutch", estimator="hutchinson", **NPO),
         dict(name="lora_npo_sophia", lora=True, **NPO),
+        dict(name="pdu_adamw", **PDU),
     ],
     "zero2.yaml": [
         dict(name="gd_adamw"),
@@ -80,6 +83,7 @@ BASELINES = [
     dict(name="lora_npo_hutch", per_device_batch=4, lora=True, estimator="hutchinson", **NPO),
     dict(name="lora_npo_adamw", per_device_batch=4, lora=True, **{**NPO, "optimizer": "adamw"}),
     dict(name="gd_sophia", per_device_batch=4, optimizer="sophia", max_grad_norm=CLIPPED),
+    dict(name="pdu_adamw_ga2", per_device_batch=2, grad_accum=2, **PDU),
 ]
 
 
@@ -263,6 +267,21 @@ def _check_graddiff_adamw(run, base, full_state, sharded):
     else:
         assert all(rec["state_numel"] == full_state for rec in ranks)
     return ranks
+
+
+@needs_gloo
+def test_ddp_pdu_dual_variable_matches_one_process_with_accumulation(ddp, baselines):
+    """PDU's lambda is updated once per optimizer step from the retain losses of every micro-batch of every rank:
+    2 ranks x 2 rows give the lambdas (and weights) of 1 process x 2 rows x 2 accumulation steps."""
+    result, out = ddp
+    records, base_out = baselines
+    expected = records["pdu_adamw_ga2"]["retain_weights"]
+    ranks = _ranks(result, "pdu_adamw")
+    assert len(expected) == 5 and len(set(expected)) == 5  # lambda moved on every step
+    for rec in ranks:  # every rank applies the same update
+        assert _max_rel(rec["retain_weights"], expected) < 1e-6
+    final, reference = torch.load(out / "pdu_adamw_weights.pt"), torch.load(base_out / "pdu_adamw_ga2_weights.pt")
+    assert max(float((final[k] - reference[k]).abs().max()) for k in reference) < 1e-5
 
 
 # --- SophiaG ---------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ N_ROWS = 8
 PUBLIC_KEYS = {
     "forget_quality", "model_utility", "forget_truth_ratio", "forget_prob", "forget_rouge", "retain_prob",
     "retain_rouge", "retain_truth_ratio", "ra_prob", "ra_rouge", "ra_truth_ratio", "wf_prob", "wf_rouge",
-    "wf_truth_ratio", "mia_loss_auc", "mia_zlib_auc", "mia_min_k_auc", "mia_min_k_plus_plus_auc", "privleak",
+    "wf_truth_ratio", "mia_loss_auc", "mia_zlib_auc", "mia_min_k_auc", "mia_min_k_plus_plus_auc", "mia_gradnorm_auc",
+    "mia_reference_auc", "privleak",
     "extraction_strength", "exact_memorization",
 }
 EVAL_KW = dict(max_new_tokens=8, show_progress=False)

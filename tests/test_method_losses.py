@@ -15,7 +15,8 @@ from hf_unlearn import UnlearningConfig, UnlearningTrainer
 
 GAMMA, ALPHA = 0.7, 1.3
 SETTINGS = dict(npo_beta=0.3, simnpo_beta=2.5, simnpo_gamma=0.4, undial_beta=10.0, rmu_layer=0,
-                rmu_steering_coeff=5.0)
+                rmu_steering_coeff=5.0, wga_beta=1.5, satimp_beta1=2.0, satimp_beta2=0.5,
+                ceu_ignore_first_n_answer_tokens=2, pdu_retain_bound=0.25)
 
 
 def answer_positions(labels):
@@ -91,6 +92,34 @@ def expected_terms(method, policy, reference, batch, settings):
             q = torch.softmax(z, -1)
             total += -(q * logp_f[b_, t]).sum().item()  # CE(q, p_theta)
         forget = total / len(positions)
+    elif method in ("wga", "satimp"):
+        total, positions = 0.0, answer_positions(f["labels"])
+        for b_, t, y in positions:
+            ce = -logp_f[b_, t, y].item()
+            p = math.exp(-ce)
+            weight = (p ** SETTINGS["wga_beta"] if method == "wga"
+                      else p ** SETTINGS["satimp_beta1"] * (1 - p) ** SETTINGS["satimp_beta2"])
+            total -= weight * ce
+        forget = total / len(positions)
+    elif method == "ceu":
+        # the target: the policy's own distribution with the true token's probability removed and renormalised
+        total, counted, seen = 0.0, 0, {}
+        for b_, t, y in answer_positions(f["labels"]):
+            seen[b_] = seen.get(b_, 0) + 1
+            if seen[b_] <= SETTINGS["ceu_ignore_first_n_answer_tokens"]:
+                continue
+            p = logp_f[b_, t].exp()
+            q = p.clone()
+            q[y] = 0.0
+            q = q / q.sum()
+            total += -(q * logp_f[b_, t]).sum().item()
+            counted += 1
+        forget = total / counted
+    elif method == "pdu":
+        with torch.no_grad():
+            z = policy(input_ids=f["input_ids"], attention_mask=f["attention_mask"]).logits
+        margins = [(z[b_, t].max() - z[b_, t].mean()).item() ** 2 for b_, t, _ in answer_positions(f["labels"])]
+        forget = sum(margins) / len(margins)
     elif method == "rmu":
         control = settings.rmu_control.double()
         h, mask = hidden(policy, f, 0), f["labels"] != -100
@@ -106,7 +135,8 @@ def expected_terms(method, policy, reference, batch, settings):
     return forget, nll(logp_r, r["labels"])
 
 
-@pytest.mark.parametrize("method", ["ga", "grad_diff", "kl", "npo", "simnpo", "idk_nll", "idk_dpo", "undial", "rmu"])
+@pytest.mark.parametrize("method", ["ga", "grad_diff", "kl", "npo", "simnpo", "idk_nll", "idk_dpo", "undial", "rmu",
+                                    "wga", "satimp", "ceu", "pdu"])
 def test_compute_loss_equals_the_formula_by_hand_in_float64(method, tmp_path, tokenizer, make_model, forget_retain):
     forget, retain = forget_retain
     policy, reference = make_model(seed=0).double(), make_model(seed=1).double()
@@ -125,7 +155,9 @@ def test_compute_loss_equals_the_formula_by_hand_in_float64(method, tmp_path, to
     else:
         assert terms["retain_loss"].item() == pytest.approx(expected_retain, rel=1e-10)
         assert expected_retain > 1e-6  # the reference differs from the policy: R is not trivially 0 (nor NLL)
-        assert loss.item() == pytest.approx(GAMMA * expected_forget + ALPHA * expected_retain, rel=1e-10)
+        # PDU's Lagrangian: lambda * (R - epsilon), lambda starting at alpha
+        bound = SETTINGS["pdu_retain_bound"] if method == "pdu" else 0.0
+        assert loss.item() == pytest.approx(GAMMA * expected_forget + ALPHA * (expected_retain - bound), rel=1e-10)
 
 
 def test_grad_diff_with_kl_retain_and_undial_default_weights(tmp_path, tokenizer, make_model, forget_retain):

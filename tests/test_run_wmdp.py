@@ -25,7 +25,8 @@ def docstring_commands(module) -> list[list[str]]:
 
 
 def test_there_is_a_recipe_per_method_and_optimizer():
-    assert {p.stem for p in RECIPES} == {f"{m}_{o}" for m in ("rmu", "npo", "undial") for o in ("adamw", "sophia")}
+    assert {p.stem for p in RECIPES} == {f"{m}_{o}" for m in ("rmu", "npo", "undial", "wga", "satimp", "ceu", "pdu")
+                                          for o in ("adamw", "sophia")}
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)

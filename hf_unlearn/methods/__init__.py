@@ -5,8 +5,9 @@ Adding a method = a module here with its loss (formula and paper in the docstrin
 """
 
 from .base import (  # noqa: F401
-    METHODS, Hyperparameter, Method, MethodSettings, get_method, hyperparameters, method_names, register_method,
+    METHODS, Hyperparameter, Method, MethodSettings, RetainDual, get_method, hyperparameters, method_names,
+    register_method,
 )
 
 # Built-in methods, in the order they are listed (--help, errors).
-from . import gradient, npo, idk, undial, rmu  # noqa: E402,F401
+from . import gradient, npo, idk, undial, rmu, reweighted, ceu, pdu  # noqa: E402,F401

@@ -36,7 +36,7 @@ class Hyperparameter:
     """A config field (``--name``) that belongs to a method.
 
     `help` says what it is and where its default comes from (a paper or a reference implementation).
-    `divides_loss`: the value must be > 0.
+    `divides_loss`: the value must be > 0; `nonnegative`: >= 0.
     """
 
     name: str
@@ -44,6 +44,7 @@ class Hyperparameter:
     help: str
     type: type = float
     divides_loss: bool = False
+    nonnegative: bool = False
 
     def problem(self, value) -> str | None:
         """What is wrong with `value` for this field, or None."""
@@ -51,6 +52,8 @@ class Hyperparameter:
             return f"{self.name} must be a finite number, got {value}"
         if self.divides_loss and value <= 0:
             return f"{self.name} must be > 0 (it divides the loss), got {value}"
+        if self.nonnegative and value < 0:
+            return f"{self.name} must be >= 0, got {value}"
         return None
 
 
@@ -60,6 +63,24 @@ ForgetTerm = Callable[[torch.nn.Module, dict, "Callable | None", MethodSettings,
 RetainTerm = Callable[[torch.nn.Module, dict, "Callable | None", MethodSettings], torch.Tensor]
 # (model, settings, seed, is_peft) -> settings; runs once, before the optimizer exists.
 Setup = Callable[[torch.nn.Module, MethodSettings, int, bool], MethodSettings]
+
+
+@dataclass(frozen=True)
+class RetainDual:
+    """The retain weight as a dual variable (PDU): training minimises gamma * F + lambda * (R - epsilon), and
+    after every optimizer step ``lambda <- max(0, lambda + eta * (mean R - epsilon))``, R's mean taken over the
+    step's micro-batches and processes (the trainer's `RetainDualCallback`); lambda starts at the resolved
+    retain weight. The fields name the method's hyper-parameters holding epsilon, eta and the number of
+    epochs before the first update."""
+
+    bound: str
+    step_size: str
+    warmup_epochs: str
+
+    def updated(self, settings: MethodSettings, mean_retain: float) -> float:
+        """lambda after one step whose retain terms averaged `mean_retain`."""
+        step = getattr(settings, self.step_size) * (mean_retain - getattr(settings, self.bound))
+        return max(0.0, settings.retain_weight + step)
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,7 @@ class Method:
         retain_term: replaces the shared retain term (RMU).
         setup: prepares the model and settings once (RMU: control vector, trainable layers).
         hyperparameters: the method's own config fields.
+        dual: the retain weight is a dual variable, updated after every optimizer step (PDU).
     """
 
     name: str
@@ -94,9 +116,11 @@ class Method:
     retain_term: RetainTerm | None = None
     setup: Setup | None = None
     hyperparameters: tuple[Hyperparameter, ...] = ()
+    dual: RetainDual | None = None
 
     def needs_retain(self, settings: MethodSettings) -> bool:
-        return self.uses_retain and settings.retain_weight != 0
+        # a dual retain weight may reach 0 and rise again: its R is always computed
+        return self.uses_retain and (settings.retain_weight != 0 or self.dual is not None)
 
     def needs_reference(self, settings: MethodSettings) -> bool:
         retain_kl = self.needs_retain(settings) and settings.retain_loss_type == "kl"
@@ -124,6 +148,8 @@ class Method:
         if self.needs_retain(settings):
             retain = (self.retain_term or shared_retain_term)(model, batch, reference, settings)
             logs["retain_loss"] = retain.detach()
+            if self.dual is not None:  # the Lagrangian's lambda * (R - epsilon)
+                retain = retain - getattr(settings, self.dual.bound)
             loss = loss + settings.retain_weight * retain
         return loss, logs
 

@@ -92,6 +92,8 @@ SUMMARY_KEYS = (
     "mia_zlib_auc",
     "mia_min_k_auc",
     "mia_min_k_plus_plus_auc",
+    "mia_gradnorm_auc",
+    "mia_reference_auc",
     "privleak",
     "extraction_strength",
     "exact_memorization",
@@ -379,6 +381,31 @@ def _split_records(key: str, rows: list[dict], raw: list[dict], mia_include_eos:
     return records
 
 
+def _add_model_attacks(per_sample, items, model, tokenizer, reference, template, batch_size, show_progress,
+                       include_eos, gradnorm, reference_model) -> None:
+    """The gradient-norm and reference-model attacks' scores into the forget and holdout records."""
+    from ..attacks import qa_attack_scores
+    from ..scoring import _zero3
+
+    keys = ("forget", "holdout")
+    if gradnorm and _zero3():
+        logger.warning("The gradient-norm attack is left out under ZeRO-3 (partitioned parameters).")
+        gradnorm = False
+    reference_loss = None
+    if reference_model is None and reference is not None and all(
+            reference.get(k) and all("mia_loss" in r for r in reference[k]) for k in keys):
+        reference_loss = {k: [r["mia_loss"] for r in reference[k][: len(items[k])]] for k in keys}
+    scores = qa_attack_scores(
+        model, tokenizer, {k: [(row["question"], row["answer"]) for row in items[k]] for k in keys},
+        {k: [r["mia_loss"] for r in per_sample[k]] for k in keys}, include_eos=include_eos, template=template,
+        gradnorm=gradnorm, reference_model=reference_model, reference_loss=reference_loss, batch_size=batch_size,
+        show_progress=show_progress)
+    for key in keys:
+        for name, values in scores[key].items():
+            for rec, value in zip(per_sample[key], values):
+                rec[name] = value
+
+
 def _summarise(per_sample: dict, reference_info: Optional[dict]) -> dict:
     forget = per_sample["forget"]
     summary: dict[str, Optional[float]] = {k: None for k in SUMMARY_KEYS}
@@ -412,8 +439,9 @@ def _summarise(per_sample: dict, reference_info: Optional[dict]) -> dict:
 
     holdout = per_sample.get("holdout") or []
     if holdout:
-        for name in ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus"):
-            summary[f"{name}_auc"] = M.mia_auc([r[name] for r in forget], [r[name] for r in holdout])
+        for name in ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus", "mia_gradnorm", "mia_reference"):
+            if name in forget[0] and name in holdout[0]:  # gradnorm and reference only where they were run
+                summary[f"{name}_auc"] = M.mia_auc([r[name] for r in forget], [r[name] for r in holdout])
     if reference_info is not None:
         summary["forget_quality"] = M.forget_quality(r_forget, reference_info["truth_ratios"])
         ref_auc = reference_info["auc_min_k"]
@@ -461,6 +489,8 @@ def check_tofu(
     max_new_tokens: int = 200,
     subsample: Optional[int] = None,
     mia_include_eos: bool = False,
+    mia_gradnorm: bool = True,
+    mia_reference_model: Optional[str] = None,
 ) -> dict:
     """Checks the options of :func:`evaluate_tofu` without a model: numbers, every split (present, its
     columns, non-empty answers) and the retain reference (readable, same forget and holdout questions).
@@ -471,7 +501,8 @@ def check_tofu(
     _, reference, _, _ = _load(dataset_name, forget_split, holdout_split, retain_reference, subsample)
     return dict(dataset_name=dataset_name, forget_split=forget_split, holdout_split=holdout_split,
                 retain_reference=reference, max_new_tokens=max_new_tokens, subsample=subsample,
-                mia_include_eos=bool(mia_include_eos))
+                mia_include_eos=bool(mia_include_eos), mia_gradnorm=bool(mia_gradnorm),
+                mia_reference_model=mia_reference_model)
 
 
 def evaluate_tofu(
@@ -487,6 +518,8 @@ def evaluate_tofu(
     show_progress: bool = True,
     template=None,
     mia_include_eos: bool = False,
+    mia_gradnorm: bool = True,
+    mia_reference_model=None,
 ) -> tuple[dict, dict]:
     """Evaluates ``model`` on TOFU; returns ``(per_sample, summary)``.
 
@@ -504,6 +537,10 @@ def evaluate_tofu(
         show_progress: tqdm bars (on rank 0 only).
         mia_include_eos: MIA loss / zlib / Min-K% scores over the answer tokens and the closing EOS (the
             reference evaluator's convention; docs/conventions.md) instead of the answer tokens alone.
+        mia_gradnorm: run the gradient-norm attack (one backward per forget and holdout answer; not under
+            ZeRO-3, where it is left out).
+        mia_reference_model: the reference attack's model (a model or a path); default: the retain
+            reference's own per-answer losses (its ``mia_loss``), when a retain reference is given.
         template: the `PromptTemplate` the model was trained with (default: auto, see
             ``hf_unlearn.data.formatting``).
 
@@ -548,6 +585,9 @@ def evaluate_tofu(
     }
     for key, rows in items.items():
         per_sample[key] = _split_records(key, rows, raw[key], mia_include_eos)
+    if items.get("holdout"):
+        _add_model_attacks(per_sample, items, model, tokenizer, reference, template, batch_size, show_progress,
+                           mia_include_eos, mia_gradnorm, mia_reference_model)
     summary = _summarise(per_sample, reference_info)
     return per_sample, summary
 
@@ -588,6 +628,17 @@ class TofuOptions:
         default=False,
         metadata={"help": "MIA loss / zlib / Min-K% scores include the closing EOS, as the reference evaluator "
                           "(open-unlearning) computes them. Default off: the answer tokens only (docs/conventions.md)."},
+    )
+    mia_gradnorm: bool = field(
+        default=True,
+        metadata={"help": "Run the gradient-norm membership attack (one backward per forget and holdout answer). "
+                          "Default on; off under ZeRO-3."},
+    )
+    mia_reference_model: Optional[str] = field(
+        default=None,
+        metadata={"help": "Model (folder or Hub id) of the reference-model membership attack (target loss minus "
+                          "reference loss). Default: the retain reference's own losses, when --retain_reference "
+                          "is given."},
     )
 
 
