@@ -218,6 +218,8 @@ class TuningTrainer(UnlearningTrainer):
             return
         # The trial's weights and the fresh model: settings, setup and reference as UnlearningTrainer.__init__
         # makes them for the model it is given.
+        for terms in self._terms.values():  # a pruned trial's last (non-finite) terms are not this trial's
+            terms.clear()
         peft = is_peft_model(self.model)
         self.settings = self.method.settings_from(self.args)
         if self.method.setup is not None:
@@ -401,7 +403,8 @@ def search_card_section(result: dict, dims: Sequence[Dimension]) -> str:
     rows = []
     for r in result["trials"]:
         mark = "chosen" if r["trial"] == result["chosen_trial"] else ("front" if r["trial"] in result["front"] else "")
-        rows.append({"trial": r["trial"], "state": r["state"], **r["settings"], result["forget_metric"]: r["forget"],
+        settings = {k: f"{v:.3g}" if isinstance(v, float) else v for k, v in r["settings"].items()}
+        rows.append({"trial": r["trial"], "state": r["state"], **settings, result["forget_metric"]: r["forget"],
                      result["utility_metric"]: r["utility"], "": mark})
     table = markdown_table(rows, ["trial", "state", *names, result["forget_metric"], result["utility_metric"], ""])
     space = ", ".join(f"`{d.name}` in [{d.low:.3g}, {d.high:.3g}]" + (" (log)" if d.log else "") for d in dims)
