@@ -3,9 +3,14 @@
     python examples/tune.py --config recipes/tofu/grad_diff_adamw.yaml --model_name_or_path <target model> \
         --retain_reference <retain model>/tofu_eval.json --hp_trials 16 --output_dir tuned
 
-Every flag of `examples/run_tofu.py` sets the fixed part of the run (method, optimizer, data, batch size, ...);
-the `--hp_*` flags (`hf_unlearn.tuning.TunerArguments`) set the search. Each trial trains a fresh copy of the
-model and is scored by the TOFU evaluation (`--eval_subsample N` scores the first N questions of each split).
+    python examples/tune.py --benchmark muse --config recipes/muse/npo_adamw.yaml --eval_strategy no \
+        --model_name_or_path <target model> --hp_trials 16 --output_dir tuned_muse
+
+Every flag of `examples/run_tofu.py` (with `--benchmark muse`: of `examples/run_muse.py`) sets the fixed part of
+the run (method, optimizer, data, batch size, ...); the `--hp_*` flags (`hf_unlearn.tuning.TunerArguments`) set the
+search. Each trial trains a fresh copy of the model and is scored by the benchmark (`--eval_subsample N` scores
+the first N items of each split): TOFU's forget quality and model utility, or MUSE's VerbMem on forget (lower is
+better) and KnowMem on retain.
 The folder gets `tuning.db` (the optuna study: the same command continues it), `pareto_front.json` / `.png`,
 `trials/` (the front's models) and `chosen_model/` (with every trial's settings in its card).
 """
@@ -17,11 +22,14 @@ import sys
 from pathlib import Path
 
 import datasets
+import yaml
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from hf_unlearn import UnlearningConfig
-from hf_unlearn.config import UnlearningScriptArguments
+from hf_unlearn.config import MuseScriptArguments, UnlearningScriptArguments
+from hf_unlearn.data.muse import muse_strings
 from hf_unlearn.eval.benchmarks import get_benchmark
+from hf_unlearn.eval.benchmarks.muse import model_context
 from hf_unlearn.methods import get_method
 from hf_unlearn.models.dropout import disable_dropout
 from hf_unlearn.offline.tiny import TINY_PRESET
@@ -30,14 +38,31 @@ from hf_unlearn.tuning import (
     STUDY_FILE, TunerArguments, TuningTrainer, import_optuna, run_search, search_config, search_space,
 )
 from hf_unlearn.validation import (
-    RunInputError, check_attention, config_file_of, parse_arguments, removed_on_failure, validate_unlearning_run,
+    RunInputError, check_attention, config_file_of, parse_arguments, removed_on_failure, validate_muse_run,
+    validate_unlearning_run,
 )
 
 from run_tofu import card_flags
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((UnlearningScriptArguments, UnlearningConfig, ModelConfig, TunerArguments),
+def benchmark_of(argv) -> str:
+    """The benchmark a command asks for: --benchmark, else the recipe's `benchmark` (a MUSE recipe, with its
+    `knowmem_max_new_tokens`, means muse), else tofu."""
+    for i, arg in enumerate(argv):
+        if arg == "--benchmark" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--benchmark="):
+            return arg.split("=", 1)[1]
+    config = config_file_of(argv)
+    recipe = yaml.safe_load(Path(config).read_text()) if config and Path(config).is_file() else None
+    if isinstance(recipe, dict):
+        return recipe.get("benchmark") or ("muse" if "knowmem_max_new_tokens" in recipe else "tofu")
+    return "tofu"
+
+
+def make_parser(benchmark: str = "tofu") -> TrlParser:
+    script = MuseScriptArguments if benchmark == "muse" else UnlearningScriptArguments
+    return TrlParser((script, UnlearningConfig, ModelConfig, TunerArguments),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -65,7 +90,8 @@ def check_tuner_run(args, script) -> None:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    script, args, model_args, tuner = parse_arguments(make_parser(), argv)
+    muse = benchmark_of(argv) == "muse"
+    script, args, model_args, tuner = parse_arguments(make_parser("muse" if muse else "tofu"), argv)
     datasets.disable_progress_bars()
     import_optuna()
 
@@ -75,18 +101,24 @@ def main(argv=None):
     resuming = (output_dir / STUDY_FILE).is_file() and not script.overwrite_output_dir
     method = get_method(args.unlearn_method)
     dims = search_space(args, method, tuner)
-    run = validate_unlearning_run(dataclasses.replace(script, overwrite_output_dir=script.overwrite_output_dir or resuming),
-                                  args, model_args, needs_retain=method.needs_retain(method.settings_from(args)),
-                                  presets=(TINY_PRESET,), config_file=config_file_of(argv))
-    benchmark = get_benchmark(script.benchmark) if run.tofu_eval else None
+    validate = validate_muse_run if muse else validate_unlearning_run
+    run = validate(dataclasses.replace(script, overwrite_output_dir=script.overwrite_output_dir or resuming),
+                   args, model_args, needs_retain=method.needs_retain(method.settings_from(args)),
+                   presets=(TINY_PRESET,), config_file=config_file_of(argv))
+    evaluated = run.eval_options is not None if muse else run.tofu_eval
+    benchmark = get_benchmark(script.benchmark) if evaluated else None
     if benchmark is None:
-        raise RunInputError("The tuner scores every trial with the benchmark: it needs the TOFU evaluation files in "
-                            "--dataset_name (not --benchmark none / --text_column).")
+        raise RunInputError("The tuner scores every trial with the benchmark: it needs the benchmark's evaluation "
+                            "files in --dataset_name (not --benchmark none / --text_column).")
     if benchmark.forget_metric_needs and getattr(script, benchmark.forget_metric_needs) is None:
         raise RunInputError(f"The tuner's first objective is {benchmark.forget_metric}, which needs "
                             f"--{benchmark.forget_metric_needs}.")
-    given = {**vars(script), "holdout_split": run.holdout_split, "subsample": script.eval_subsample}
-    options = benchmark.check(**{f.name: given[f.name] for f in dataclasses.fields(benchmark.options) if f.name in given})
+    if muse:  # checked by validate_muse_run
+        options = {**run.eval_options, "subsample": script.eval_subsample}
+    else:
+        given = {**vars(script), "holdout_split": run.holdout_split, "subsample": script.eval_subsample}
+        options = benchmark.check(**{f.name: given[f.name] for f in dataclasses.fields(benchmark.options)
+                                     if f.name in given})
     eval_kwargs = dict(batch_size=args.per_device_eval_batch_size, show_progress=not args.disable_tqdm, **options)
     for note in run.notes:
         print(f"[tune] {note}")
@@ -99,7 +131,9 @@ def main(argv=None):
         return load_model_and_tokenizer(
             model_args.model_name_or_path, script.dataset_name, dtype=model_args.dtype,
             trust_remote_code=script.trust_remote_code, revision=model_args.model_revision, seed=args.seed,
-            attn_implementation=model_args.attn_implementation)
+            attn_implementation=model_args.attn_implementation,
+            tiny_corpus=muse_strings(script.dataset_name) if muse and model_args.model_name_or_path == TINY_PRESET
+            else None)
 
     peft_config = get_peft_config(model_args)
 
@@ -117,12 +151,17 @@ def main(argv=None):
     with removed_on_failure(args.output_dir):
         model, tokenizer = load()
         check_attention(args, model)
+        context = model_context(model) if muse else None
+        if context is not None and args.max_length > context:
+            raise RunInputError(f"--max_length {args.max_length} is longer than the model's context ({context} tokens):"
+                                f" lower --max_length to at most {context}.")
         trainer = TuningTrainer(
             model=model, args=args, forget_dataset=run.forget, retain_dataset=run.retain, processing_class=tokenizer,
             peft_config=peft_config, model_init=model_init, benchmark=benchmark, eval_kwargs=eval_kwargs,
             keep_all_models=tuner.hp_keep_all_models, card_flags=card_flags(script),
-            dataset_columns=dict(question_column=script.question_column, answer_column=script.answer_column,
-                                 text_column=script.text_column),
+            dataset_columns=dict(text_column="text") if muse else dict(
+                question_column=script.question_column, answer_column=script.answer_column,
+                text_column=script.text_column),
         )
         config = search_config(args, model_args, script, dims, benchmark)
         if resuming:

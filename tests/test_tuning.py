@@ -141,3 +141,38 @@ def test_bad_tune_inputs_fail_before_anything_is_written(tmp_path, target_setup)
     with pytest.raises(RunInputError, match="forget_quality, which needs --retain_reference"):
         tune.main(without_reference)
     assert not out.exists()
+
+
+def test_tune_on_muse_minimises_verbmem(tmp_path):
+    """MUSE's forget metric (VerbMem on forget) is lower-is-better: the study minimises it, the front is taken that
+    way, and the chosen trial has the lowest VerbMem of the front's trials above the floor."""
+    import tune
+
+    from hf_unlearn.data.muse import muse_strings
+    from hf_unlearn.offline.muse_synthetic import generate_muse, write_muse
+    from hf_unlearn.offline.tiny import build_tiny_llama, train_tokenizer
+
+    data = write_muse(tmp_path / "muse", generate_muse(num_forget=4, num_retain1=4, num_retain2=4, num_holdout=4, seed=0))
+    tokenizer = train_tokenizer(muse_strings(str(data)), vocab_size=512)
+    model = build_tiny_llama(tokenizer, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=64, max_position_embeddings=256)
+    model.save_pretrained(tmp_path / "target")
+    tokenizer.save_pretrained(tmp_path / "target")
+    out = tmp_path / "tuned"
+    result = tune.main(["--benchmark", "muse", "--model_name_or_path", str(tmp_path / "target"), "--dataset_name",
+                        str(data), "--output_dir", str(out), "--unlearn_method", "npo", "--max_steps", "1",
+                        "--max_length", "64", "--per_device_train_batch_size", "2", "--eval_subsample", "2",
+                        "--max_new_tokens", "4", "--knowmem_max_new_tokens", "4", "--report_to", "none",
+                        "--disable_tqdm", "true", "--hp_trials", "2", "--hp_learning_rate", "1e-3,1e-1",
+                        "--hp_min_model_utility", "0"])
+    assert (result["forget_metric"], result["utility_metric"], result["forget_higher_is_better"]) == \
+        ("forget_verbmem_rouge", "retain_knowmem_rouge", False)
+    complete = [r for r in result["trials"] if r["state"] == "complete"]
+    assert len(complete) == 2 and all(r["forget"] == r["summary"]["forget_verbmem_rouge"] for r in complete)
+    front = [r for r in complete if r["trial"] in result["front"]]
+    assert min(r["forget"] for r in complete) == min(r["forget"] for r in front)
+    chosen = next(r for r in complete if r["trial"] == result["chosen_trial"])
+    assert chosen["forget"] == min(r["forget"] for r in front)  # floor 0: the front's lowest VerbMem
+    directions = optuna.load_study(study_name="hf-unlearn", storage=f"sqlite:///{out / 'tuning.db'}").directions
+    assert [d.name for d in directions] == ["MINIMIZE", "MAXIMIZE"]
+    assert "forget_verbmem_rouge" in (out / "chosen_model" / "README.md").read_text()
