@@ -409,13 +409,15 @@ def test_readme_commands_parse_with_the_scripts_own_parsers(monkeypatch):
     import run_sequential
     import run_tofu
     import run_wmdp
+    import tune
+    from transformers import TrainingArguments
 
     from hf_unlearn.validation import RunInputError, parse_arguments
 
     monkeypatch.chdir(REPO)
     commands = _readme_commands()
     modules = {"finetune_tofu": finetune_tofu, "run_tofu": run_tofu, "finetune_muse": finetune_muse, "run_muse": run_muse,
-               "run_wmdp": run_wmdp, "run_sequential": run_sequential}
+               "run_wmdp": run_wmdp, "run_sequential": run_sequential, "tune": tune}
     assert {script for script, _ in commands} == set(modules) and len(commands) >= 11
     for script, argv in commands:
         module = modules[script]
@@ -424,7 +426,8 @@ def test_readme_commands_parse_with_the_scripts_own_parsers(monkeypatch):
             with pytest.raises(RunInputError, match="add --bf16 false"):
                 parse_arguments(module.make_parser(), argv)
             argv = [*argv, "--bf16", "false"]
-        args = parse_arguments(module.make_parser(), argv)[-2]  # (..., UnlearningConfig / TrainingArguments, ModelConfig)
+        args = next(parsed for parsed in parse_arguments(module.make_parser(), argv)
+                    if isinstance(parsed, TrainingArguments))  # UnlearningConfig / TrainingArguments
         assert not args.bf16 or not cpu_line
 
 
