@@ -32,17 +32,17 @@ from . import common as C
 
 REAL_MODEL_DIR = C.REPO / "outputs" / "smollm2-135m-instruct"
 FORGET_SPLIT = "forget01"
-RETAIN_ROWS = 80
+RETAIN_ROWS = 40
 TEMPLATE = "chat"
-FINETUNE = dict(learning_rate=1e-4, per_device_train_batch_size=8, lr_scheduler_type="constant_with_warmup",
+FINETUNE = dict(learning_rate=3e-4, per_device_train_batch_size=8, lr_scheduler_type="constant_with_warmup",
                 warmup_steps=5, weight_decay=0.0, seed=0, bf16=True)
 # bf16 autocast (float32 weights) for training and evaluation: the CPU here has AMX, where it halves a step's time;
 # the papers' GPU runs use bf16 too. Every model of the bench (base, pair, unlearned) is scored the same way.
 AUTOCAST = "bfloat16"
-MAX_EPOCHS = 10
-CHECK_EVERY = 2
+MAX_EPOCHS = 8
+CHECK_EVERY = 1
 FORGET_ROUGE_GOAL = 0.95
-EVAL = dict(forget_split=FORGET_SPLIT, subsample=40, max_new_tokens=200, batch_size=40)
+EVAL = dict(forget_split=FORGET_SPLIT, subsample=40, max_new_tokens=200, batch_size=40)  # + mia_gradnorm=False
 UNLEARN = dict(num_train_epochs=3, per_device_train_batch_size=8, weight_decay=0.01, bf16=True)  # 15 steps on forget01
 LEARNING_RATES = (1e-5, 1e-4, 1e-3)
 SEEDS = (0, 1)
@@ -124,7 +124,7 @@ def finetune_member(cache: Path, member: str, epochs: int | None = None) -> dict
     class StopAtGoal(TrainerCallback):
         def on_epoch_end(self, args, state, control, model=None, **kwargs):
             epoch = round(state.epoch)
-            if member != "target" or epoch % CHECK_EVERY:
+            if member != "target" or epoch < 2 or epoch % CHECK_EVERY:
                 return
             rouge = forget_rouge(model, tokenizer, template)
             checks.append({"epoch": epoch, "forget_rouge": rouge, "seconds": time.perf_counter() - start})
@@ -171,7 +171,8 @@ def evaluate_model(model, tokenizer, reference):
         per_sample, summary = evaluate_tofu(model, tokenizer, str(C.TOFU_DIR), EVAL["forget_split"],
                                             retain_reference=reference, batch_size=EVAL["batch_size"],
                                             max_new_tokens=EVAL["max_new_tokens"], subsample=EVAL["subsample"],
-                                            show_progress=False, template=_template(tokenizer))
+                                            show_progress=False, template=_template(tokenizer),
+                                            mia_gradnorm=False)  # 80 backward passes of 135 M: left out here
     return per_sample, summary, time.perf_counter() - start
 
 
