@@ -108,7 +108,7 @@ def load_model_and_tokenizer(model_name_or_path: str, dataset_name: str | None =
     if Path(model_name_or_path).expanduser().is_dir():
         # Saved adapters (adapter_config.json) name their base by this: absolute, it works from any folder, not
         # only from the one the run was launched in.
-        model.config._name_or_path = str(Path(model_name_or_path).expanduser().resolve())
+        model.name_or_path = model.config._name_or_path = str(Path(model_name_or_path).expanduser().resolve())
     return model, tokenizer
 
 

@@ -37,6 +37,7 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_mo
                 "pytorch_model.bin", "latest")  # `latest`: DeepSpeed's own checkpoint
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 ATTENTION_FOR_DOUBLE_BACKWARD = ("eager",)
+CHECKSUM_LIMIT = 256 * 2**20  # torch.save files up to this size have their checksums read before a resume
 
 
 class RunInputError(ValueError):
@@ -459,7 +460,11 @@ def _torch_file_problem(path: Path) -> str | None:
         with zipfile.ZipFile(path) as archive:
             if any(info.header_offset + info.compress_size > size for info in archive.infolist()):
                 return f"{path.name} is cut short"
-    except (zipfile.BadZipFile, OSError, ValueError):
+            # torch.load does not verify the members' checksums; read them when that is cheap
+            bad = archive.testzip() if size <= CHECKSUM_LIMIT else None
+            if bad is not None:
+                return f"{path.name} is damaged (archive member {bad} fails its checksum)"
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return f"{path.name} is damaged (not a complete torch.save archive)"
     return None
 
