@@ -434,3 +434,13 @@ def test_readme_outputs_are_ignored_by_git_and_the_sequential_reference_fits():
     assert sorted(ignored) == sorted(f"{o}/x" for o in outputs)
     sequential = text.split("examples/run_sequential.py")[0].rsplit("```bash", 1)[1]
     assert "--eval_forget_split forget01" in sequential
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the demo pins x86-64 kernels")
+def test_demo_pins_the_cpu_kernels_and_threads_its_table_depends_on():
+    sys.path.insert(0, str(REPO / "examples"))
+    import demo
+
+    env = demo.environment()  # what its runs use, probed in a child process with the pinned settings
+    assert env["cpu_capability_used"] == "AVX2" and env["OMP_NUM_THREADS"] == "1"
+    assert env["MKL_ENABLE_INSTRUCTIONS"] == "AVX2" and env["torch"]
