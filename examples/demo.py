@@ -9,12 +9,19 @@
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent
+# Training from scratch amplifies the last bit of every float sum, and those bits depend on the CPU kernels
+# (torch's own dispatch: AVX512 / AVX2 / default; MKL's) and on the thread count (2026-12-04, one machine: 30
+# AdamW steps of the demo's model give three different weight hashes under AVX512, AVX2 and default dispatch,
+# and another with 2 threads). The demo's runs pin all three, to what every x86-64 CPU of the last decade has.
+PINNED_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "OMP_NUM_THREADS": "1",
+              "MKL_NUM_THREADS": "1"}
 RUNS = [("grad_diff", "adamw"), ("grad_diff", "sophia"), ("npo", "adamw"), ("npo", "sophia"), ("undial", "adamw")]
 
 
@@ -22,8 +29,23 @@ def run(script: str, *flags) -> float:
     command = [sys.executable, str(EXAMPLES / script), *map(str, flags)]
     print("\n$ " + " ".join(command[1:]), flush=True)
     start = time.perf_counter()
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, env={**os.environ, **PINNED_ENV})
     return time.perf_counter() - start
+
+
+def environment() -> dict:
+    """What the table depends on beyond the code and the data: the pinned settings and the builds used."""
+    import platform
+
+    import tokenizers
+    import torch
+    import transformers
+
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                           env={**os.environ, **PINNED_ENV}, capture_output=True, text=True)
+    return {**PINNED_ENV, "cpu_capability_used": probe.stdout.strip(), "machine": platform.machine(),
+            "processor": platform.processor(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
 
 
 def main():
@@ -91,7 +113,10 @@ def main():
                                               "forget_rouge", "train_s", "run_s"])
     plot = plot_runs([(f"{r['method']}+{r['optimizer']}", r["history"]) for r in rows], out / "unlearning.png")
     wall = time.perf_counter() - start
-    (out / "results.md").write_text(f"{table}\n\nData: {data}; total wall time {wall:.0f}s\n")
+    env = environment()
+    (out / "results.md").write_text(f"{table}\n\nData: {data}; total wall time {wall:.0f}s\n\nEnvironment: "
+                                    + ", ".join(f"{k}={v}" for k, v in env.items()) + "\n")
+    (out / "environment.json").write_text(json.dumps(env, indent=2))
     (out / "results.json").write_text(json.dumps([{k: str(v) if isinstance(v, Path) else v for k, v in r.items()}
                                                   for r in reference + rows], indent=2))
     print(f"\n{table}\n\nplot: {plot}\ntotal wall time: {wall:.0f}s ({wall / 60:.1f} min)")

@@ -25,7 +25,7 @@ from trl import TrlParser
 
 from hf_unlearn.data.muse import load_texts, muse_strings, parse_split
 from hf_unlearn.data.text import encode_documents
-from hf_unlearn.eval.benchmarks.muse import check_muse, evaluate_muse, model_context
+from hf_unlearn.eval.benchmarks.muse import check_muse, evaluate_muse
 from hf_unlearn.eval.runner import write_results
 from hf_unlearn.offline.tiny import TINY_PRESET
 from hf_unlearn.config import ModelArguments
@@ -33,7 +33,7 @@ from hf_unlearn.pipeline import (
     EncodedDataset, describe_parameters, finetune, load_model_and_tokenizer, use_gloo_on_cpu,
 )
 from hf_unlearn.validation import (
-    RunInputError, config_file_of, parse_arguments, removed_on_failure, validate_finetune_run,
+    check_context, config_file_of, parse_arguments, removed_on_failure, run_script, validate_finetune_run,
 )
 
 
@@ -78,10 +78,7 @@ def main(argv=None):
             tiny_size=script.tiny_size, attn_implementation=model_args.attn_implementation, gguf_file=model_args.gguf_file,
             tiny_corpus=muse_strings(script.dataset_name) if model_args.model_name_or_path == TINY_PRESET else None,
         )
-        context = model_context(model)
-        if context is not None and script.max_length > context:
-            raise RunInputError(f"--max_length {script.max_length} is longer than the model's context ({context} "
-                                f"tokens): lower --max_length to at most {context}.")
+        check_context(model, script.max_length)
     windows = encode_documents(tokenizer, texts, script.max_length)
     if args.process_index == 0:
         print(f"[finetune_muse] {script.train_splits}: {len(texts)} documents, {len(windows)} windows of <= "
@@ -104,4 +101,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -27,8 +27,8 @@ from hf_unlearn.pipeline import (
     describe_parameters, finetune, load_model_and_tokenizer, use_gloo_on_cpu, with_general_knowledge,
 )
 from hf_unlearn.validation import (
-    FINETUNE_EPILOG, config_file_of, load_checked_split, parse_arguments, removed_on_failure, tofu_evaluation_files,
-    validate_finetune_run,
+    FINETUNE_EPILOG, check_context, config_file_of, load_checked_split, parse_arguments, removed_on_failure, run_script,
+    tofu_evaluation_files, validate_finetune_run,
 )
 
 
@@ -87,6 +87,7 @@ def main(argv=None):
             trust_remote_code=script.trust_remote_code, revision=model_args.model_revision, seed=args.seed,
             tiny_size=script.tiny_size, attn_implementation=model_args.attn_implementation, gguf_file=model_args.gguf_file,
         )
+        check_context(model, script.max_length)
         template = resolve_prompt_template(tokenizer, model_dir=model_args.model_name_or_path,
                                            **args.prompt_template_fields())
         if script.general_knowledge if script.general_knowledge is not None else model_args.model_name_or_path == TINY_PRESET:
@@ -123,4 +124,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -19,7 +19,7 @@ from trl import TrlParser, get_peft_config
 from hf_unlearn import UnlearningConfig, UnlearningTrainer
 from hf_unlearn.config import ModelArguments, MuseScriptArguments
 from hf_unlearn.data.muse import muse_strings
-from hf_unlearn.eval.benchmarks.muse import MUSE, model_context
+from hf_unlearn.eval.benchmarks.muse import MUSE
 from hf_unlearn.eval.callback import ForgetQualityCallback
 from hf_unlearn.eval.runner import write_results
 from hf_unlearn.hub import check_push_credentials
@@ -27,7 +27,7 @@ from hf_unlearn.methods import get_method
 from hf_unlearn.offline.tiny import TINY_PRESET
 from hf_unlearn.pipeline import describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.validation import (
-    RunInputError, check_attention, config_file_of, parse_arguments, removed_on_failure, validate_muse_run,
+    check_attention, check_context, config_file_of, parse_arguments, removed_on_failure, run_script, validate_muse_run,
 )
 
 
@@ -40,6 +40,8 @@ def prepare(script, args, model_args, argv):
                             presets=(TINY_PRESET,), config_file=config_file_of(argv))
     if args.push_to_hub:
         check_push_credentials(args.hub_model_id, args.hub_token)
+    for note in run.notes if args.process_index == 0 else ():
+        print(f"[run_muse] {note}")
     return run
 
 
@@ -55,10 +57,7 @@ def unlearn(script, args, model_args, run):
             tiny_corpus=muse_strings(script.dataset_name) if model_args.model_name_or_path == TINY_PRESET else None,
         )
         check_attention(args, model)
-        context = model_context(model)
-        if context is not None and args.max_length > context:
-            raise RunInputError(f"--max_length {args.max_length} is longer than the model's context ({context} tokens):"
-                                f" lower --max_length to at most {context}.")
+        check_context(model, args.max_length)
         evaluating = run.eval_options is not None
         eval_kwargs = dict(batch_size=args.per_device_eval_batch_size, show_progress=show_progress, **(run.eval_options or {}))
         callbacks = [ForgetQualityCallback(
@@ -119,4 +118,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

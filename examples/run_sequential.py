@@ -31,7 +31,6 @@ from trl import TrlParser, get_peft_config
 from hf_unlearn import UnlearningConfig, UnlearningTrainer
 from hf_unlearn.config import ModelArguments, MuseScriptArguments, UnlearningScriptArguments
 from hf_unlearn.data.muse import muse_strings
-from hf_unlearn.eval.benchmarks.muse import model_context
 from hf_unlearn.hub import check_push_credentials, recipe_of
 from hf_unlearn.methods import get_method
 from hf_unlearn.offline.tiny import TINY_PRESET
@@ -39,9 +38,9 @@ from hf_unlearn.pipeline import load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.sequential import (PLOT_FILE, MuseRequests, SequentialArguments, TofuRequests, plan_requests,
                                    resolve_resume_flag,
                                    run_requests, sequential_model_card, split_list)
-from hf_unlearn.validation import (RunInputError, check_attention, check_dataset_source, check_lora_flags,
-                                   check_model_source, check_output_dir, check_training_numbers, config_file_of,
-                                   parse_arguments)
+from hf_unlearn.validation import (RunInputError, check_attention, check_context, check_dataset_source,
+                                   check_lora_flags, check_model_source, check_output_dir, check_training_numbers,
+                                   config_file_of, parse_arguments, run_script)
 
 
 def benchmark_of(argv) -> str:
@@ -110,10 +109,7 @@ def main(argv=None):
                 else None)
     original, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, script.dataset_name, **load)
     check_attention(args, original)
-    context = model_context(original)
-    if muse and context is not None and args.max_length > context:
-        raise RunInputError(f"--max_length {args.max_length} is longer than the model's context ({context} tokens): "
-                            f"lower --max_length to at most {context}.")
+    check_context(original, args.max_length)
     peft_config = get_peft_config(model_args)
     dtype = original.dtype
 
@@ -170,4 +166,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -8,7 +8,6 @@ and TRL's `ModelConfig` (model, dtype, LoRA: --use_peft --lora_r 8 ...). A YAML 
 """
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -28,7 +27,8 @@ from hf_unlearn.offline.tiny import TINY_PRESET
 from hf_unlearn.pipeline import describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
 from hf_unlearn.reporting import plot_unlearning
 from hf_unlearn.validation import (
-    RUN_TOFU_EPILOG, check_attention, config_file_of, parse_arguments, removed_on_failure, validate_unlearning_run,
+    RUN_TOFU_EPILOG, check_attention, check_context, config_file_of, parse_arguments, removed_on_failure, run_script,
+    validate_unlearning_run,
 )
 
 
@@ -65,11 +65,8 @@ def main(argv=None):
     benchmark = get_benchmark(script.benchmark) if run.tofu_eval else None
     tofu_eval = benchmark is not None
     show_progress = not args.disable_tqdm
-    if tofu_eval:  # the benchmark's own options, from the script flags of the same names; checked up front
-        given = {**vars(script), "holdout_split": run.holdout_split}
-        options = benchmark.check(**{f.name: given[f.name] for f in dataclasses.fields(benchmark.options)
-                                     if f.name in given})
-        eval_kwargs = dict(batch_size=args.per_device_eval_batch_size, show_progress=show_progress, **options)
+    if tofu_eval:  # the benchmark's own options, checked up front
+        eval_kwargs = dict(batch_size=args.per_device_eval_batch_size, show_progress=show_progress, **run.eval_options)
 
     with removed_on_failure(args.output_dir, main_process):
         model, tokenizer = load_model_and_tokenizer(
@@ -78,6 +75,7 @@ def main(argv=None):
             attn_implementation=model_args.attn_implementation, gguf_file=model_args.gguf_file,
         )
         check_attention(args, model)
+        check_context(model, args.max_length)
         callbacks = []
         if tofu_eval and args.eval_strategy != "no":
             callbacks.append(ForgetQualityCallback(
@@ -116,7 +114,8 @@ def main(argv=None):
         history = [{"step": h["step"], **h["metrics"]} for h in callbacks[0].history] if callbacks else []
         drawn = any(h.get("forget_quality") is not None for h in [*history, before or {}, after or {}])
         plot = plot_unlearning(history, output_dir / "unlearning.png", before, after,
-                               title=f"{args.unlearn_method} + {args.unlearn_optimizer}") if drawn else None
+                               title=f"{args.unlearn_method} + {args.unlearn_optimizer}",
+                               subsample=script.eval_subsample) if drawn else None
         (output_dir / "run_info.json").write_text(json.dumps(
             {"train_seconds": train_seconds, "before": before, "after": after}, indent=2))
         card = dict(  # for the card written here and the one push_to_hub writes again
@@ -137,4 +136,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -32,8 +32,9 @@ from hf_unlearn.hub import check_push_credentials
 from hf_unlearn.methods import get_method
 from hf_unlearn.config import ModelArguments
 from hf_unlearn.pipeline import describe_parameters, load_model_and_tokenizer, use_gloo_on_cpu
-from hf_unlearn.validation import (check_attention, check_lora_flags, check_model_source, check_output_dir,
-                                   check_training_numbers, config_file_of, removed_on_failure)
+from hf_unlearn.validation import (check_attention, check_context, check_lora_flags, check_model_source,
+                                   check_output_dir, check_stop_rule, check_training_numbers, config_file_of,
+                                   parse_arguments, refusal, removed_on_failure, run_script)
 
 
 @dataclass
@@ -66,24 +67,26 @@ def make_parser() -> TrlParser:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    script, args, model_args = make_parser().parse_args_and_config(args=argv)
+    script, args, model_args = parse_arguments(make_parser(), argv)
     use_gloo_on_cpu(args)
     datasets.disable_progress_bars()
 
     # Everything that can fail does so before the first step, with nothing written.
     check_training_numbers(args)
+    check_stop_rule({"max_wmdp_acc": (script.max_wmdp_acc, 0.0, 1.0), "min_mmlu_acc": (script.min_mmlu_acc, 0.0, 1.0)})
     check_lora_flags(model_args)
     check_model_source(model_args.model_name_or_path, gguf_file=model_args.gguf_file)
     check_output_dir(args.output_dir, {"model folder": model_args.model_name_or_path, "recipe": config_file_of(argv),
                                        "evaluation data": script.dataset_name}, overwrite=script.overwrite_output_dir)
     if args.push_to_hub:
         check_push_credentials(args.hub_model_id, args.hub_token)
-    eval_options = check_wmdp(script.dataset_name, script.mmlu_dataset_name, script.wmdp_subsets)
     method = get_method(args.unlearn_method)
     needs_retain = method.needs_retain(method.settings_from(args))
-    forget = datasets.Dataset.from_dict({"text": load_corpora(script.forget_corpora, script.min_text_length)})
-    retain = (datasets.Dataset.from_dict({"text": load_corpora(script.retain_corpora, script.min_text_length)})
-              if needs_retain else None)
+    with refusal():
+        eval_options = check_wmdp(script.dataset_name, script.mmlu_dataset_name, script.wmdp_subsets)
+        forget = datasets.Dataset.from_dict({"text": load_corpora(script.forget_corpora, script.min_text_length)})
+        retain = (datasets.Dataset.from_dict({"text": load_corpora(script.retain_corpora, script.min_text_length)})
+                  if needs_retain else None)
     eval_kwargs = dict(batch_size=args.per_device_eval_batch_size, **eval_options)
 
     with removed_on_failure(args.output_dir, args.process_index == 0):
@@ -92,6 +95,7 @@ def main(argv=None):
             revision=model_args.model_revision, seed=args.seed, attn_implementation=model_args.attn_implementation,
             gguf_file=model_args.gguf_file)
         check_attention(args, model)
+        check_context(model, args.max_length)
         callbacks = []
         if args.eval_strategy != "no":
             from hf_unlearn.eval.callback import ForgetQualityCallback
@@ -148,4 +152,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -69,6 +69,13 @@ def is_hub_id(name: str | None) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name))
 
 
+def split_names(value: str) -> str:
+    """A split, data file or comma-separated list of them as the card names them: local files by their last part
+    ("bio.jsonl, cyber.jsonl"), never by path."""
+    parts = [p.strip() for p in str(value).split(",") if p.strip()]
+    return ", ".join(Path(p).name if Path(p).suffix or Path(p).expanduser().exists() else p for p in parts)
+
+
 def _source(name: str | None, what: str) -> str:
     if not name:
         return f"no {what}"
@@ -93,15 +100,15 @@ def unlearning_model_card(
         datasets=[dataset_name] if is_hub_id(dataset_name) else None,
         library_name=library_name, tags=list(dict.fromkeys(tags)),
     )
-    forget_name = Path(forget_split).name if Path(forget_split).suffix else forget_split
+    forget_name = split_names(forget_split)
+    retain_name = split_names(retain_split) if retain_split else None
     evaluated = bool(results) and any(isinstance(v, (int, float)) for v in results.values())
     lines = [
         f"# {model_name}",
         "",
         f"Unlearning run of [hf-unlearn](https://github.com/hf-unlearn/hf-unlearn): method `{method}`, optimizer "
         f"`{optimizer}`, trained to forget `{forget_name}`"
-        + (f" while keeping `{Path(retain_split).name if Path(retain_split).suffix else retain_split}`."
-           if retain_split else "."),
+        + (f" while keeping `{retain_name}`." if retain_name else "."),
         "",
         f"- base model: {_source(base_model, 'model')}"
         + (f", dequantized from the GGUF file `{gguf_source['file']}` (quantization "
@@ -109,7 +116,7 @@ def unlearning_model_card(
            if gguf_source else ""),
         f"- data: {_source(dataset_name, 'data folder')}",
         f"- forget split: `{forget_name}`",
-        f"- retain split: `{retain_split}`" if retain_split else "- retain split: none",
+        f"- retain split: `{retain_name}`" if retain_name else "- retain split: none",
         "",
     ]
     if evaluated:
@@ -135,18 +142,22 @@ def recipe_of(args, extra: dict | None = None) -> dict:
         recipe["num_processes"] = args.world_size
         recipe["effective_batch_size"] = (args.per_device_train_batch_size * args.gradient_accumulation_steps
                                           * args.world_size)
-    recipe.update(extra or {})
+    for key, value in (extra or {}).items():  # local paths by their last part, as in the card's text
+        recipe[key] = split_names(value) if isinstance(value, str) and any(
+            Path(p.strip()).expanduser().exists() for p in value.split(",") if p.strip()) else value
     return recipe
 
 
 def check_push_credentials(hub_model_id: str | None, token: str | None = None) -> None:
     """Fails before training when `--push_to_hub` cannot succeed (no repo id, or no token at all)."""
+    from .validation import RunInputError
+
     if not hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id <user>/<repo>: the repository to push the model to.")
+        raise RunInputError("--push_to_hub needs --hub_model_id <user>/<repo>: the repository to push the model to.")
     from huggingface_hub import get_token
 
     if not (token or get_token()):
-        raise ValueError(
-            "--push_to_hub needs Hugging Face credentials: run `huggingface-cli login`, set HF_TOKEN, or pass "
+        raise RunInputError(
+            "--push_to_hub needs Hugging Face credentials: run `hf auth login`, set HF_TOKEN, or pass "
             "--hub_token. Nothing was trained."
         )

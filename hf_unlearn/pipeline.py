@@ -20,6 +20,8 @@ from .data.pairing import UnlearningCollator, resolve_pad_token_id
 from .data.tofu import TOFU_SPLITS, load_split
 from .models.gguf import gguf_source, load_gguf
 from .offline.tiny import TINY_PRESET, build_tiny_llama, train_tokenizer
+from .saving import ReliableSaveMixin
+from .validation import RunInputError
 
 logger = logging.getLogger(__name__)
 
@@ -101,16 +103,20 @@ def load_model_and_tokenizer(model_name_or_path: str, dataset_name: str | None =
         model = AutoModelForCausalLM.from_pretrained(model_name_or_path, revision=revision, dtype=torch_dtype,
                                                      trust_remote_code=trust_remote_code,
                                                      attn_implementation=attn_implementation)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # a folder or id that does not hold a loadable model, a bad loading flag
         local = Path(model_name_or_path).expanduser().exists()
-        raise OSError(
-            f"Could not load the model {model_name_or_path!r}: "
-            + ("the folder is incomplete or damaged." if local else
-               "it is not a local folder, and the Hugging Face Hub could not provide it (offline, a typo in the id, "
-               "or a gated repo: `hf auth login`). Give a local folder or check the id.")
-            + f" ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
-        ) from err
+        cause = ("the folder is incomplete or damaged." if local else
+                 "it is not a local folder, and the Hugging Face Hub could not provide it (offline, a typo in the id, "
+                 "or a gated repo: `hf auth login`). Give a local folder or check the id.")
+        if isinstance(err, ValueError):
+            cause = "a loading flag is not accepted."
+        raise RunInputError(f"Could not load the model {model_name_or_path!r}: {cause} ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:300]})") from err
     check_vocabulary(model, tokenizer)
+    if Path(model_name_or_path).expanduser().is_dir():
+        # Saved adapters (adapter_config.json) name their base by this: absolute, it works from any folder, not
+        # only from the one the run was launched in.
+        model.name_or_path = model.config._name_or_path = str(Path(model_name_or_path).expanduser().resolve())
     return model, tokenizer
 
 
@@ -165,6 +171,10 @@ class FlatCollator(UnlearningCollator):
         return self.pad(examples)
 
 
+class FinetuneTrainer(ReliableSaveMixin, Trainer):
+    """`Trainer` with the library's atomic saves, checkpoint recipes and resume checks (`saving.py`)."""
+
+
 def finetune(model, tokenizer, rows: datasets.Dataset | EncodedDataset, args: TrainingArguments, max_length: int = 512,
              template=None, resume_from_checkpoint: str | None = None) -> Trainer:
     """Trains `model` on `rows` with the loss on answer tokens only (TOFU's fine-tuning), in the prompt
@@ -172,7 +182,7 @@ def finetune(model, tokenizer, rows: datasets.Dataset | EncodedDataset, args: Tr
     `resume_from_checkpoint` continues a checkpoint of the same run."""
     dataset = rows if isinstance(rows, EncodedDataset) else AnswerOnlyDataset(tokenizer, rows, max_length,
                                                                                template=template)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+    trainer = FinetuneTrainer(model=model, args=args, train_dataset=dataset,
                       data_collator=FlatCollator(tokenizer), processing_class=tokenizer)
     trainer.train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return trainer

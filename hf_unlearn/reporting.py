@@ -7,8 +7,10 @@ from pathlib import Path
 
 
 def plot_unlearning(history: list[dict], path: str | Path, before: dict | None = None, after: dict | None = None,
-                    title: str = "") -> Path:
-    """Forget quality (log scale) against model utility at each evaluation, before -> after."""
+                    title: str = "", subsample: int | None = None) -> Path:
+    """Forget quality (log scale) against model utility at each evaluation, before -> after. The evaluations during
+    training on the first `subsample` questions per split (p-values from fewer truth ratios) are a dotted path of
+    their own, labelled so; before and after (all questions) are separate markers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,10 +21,12 @@ def plot_unlearning(history: list[dict], path: str | Path, before: dict | None =
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
     if points:
         xs, ys, steps = zip(*points)
-        ax.plot(xs, ys, "-o", color="tab:blue", markersize=4, label="during training")
+        during = f"during training (first {subsample} questions per split)" if subsample else "during training"
+        ax.plot(xs, ys, ":o" if subsample else "-o", color="tab:blue", markersize=4, label=during)
         for x, y, step in points:
             ax.annotate(str(step), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    for summary, marker, colour, label in ((before, "s", "tab:gray", "before"), (after, "*", "tab:red", "after")):
+    for summary, marker, colour, label in ((before, "s", "tab:gray", "before (all questions)"),
+                                           (after, "*", "tab:red", "after (all questions)")):
         if summary and summary.get("forget_quality") is not None:
             ax.plot(summary["model_utility"], summary["forget_quality"], marker, color=colour, markersize=10,
                     label=label)

@@ -33,6 +33,7 @@ from .models.dropout import disable_dropout
 from .models.reference import ReferenceModel, freeze, is_peft_model
 from .optim import (RefreshContext, SophiaG, can_reuse_step_forward, get_estimator, recording_logits,
                     refresh_hessian)
+from .saving import ReliableSaveMixin
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def _refuse_sophia_under_fsdp(args, fsdp_enabled: bool = False) -> None:
         )
 
 
-class UnlearningTrainer(Trainer):
+class UnlearningTrainer(ReliableSaveMixin, Trainer):
     """Trainer for unlearning: `args.unlearn_method` picks the loss, `args.unlearn_optimizer` the optimizer.
 
     Args:
@@ -320,8 +321,8 @@ class UnlearningTrainer(Trainer):
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
 
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
-        super().save_model(output_dir, _internal_call)
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        super()._save(output_dir, state_dict)
         if self.prompt_template is not None and self.args.should_save:  # the format the model was trained on
             self.prompt_template.save(output_dir or self.args.output_dir)
 

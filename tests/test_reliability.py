@@ -194,9 +194,10 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_is_refused_up_front_with_nothing_written(case, setup, tmp_path, monkeypatch):
+    import huggingface_hub
     import run_tofu
 
-    import huggingface_hub
+    from hf_unlearn.validation import RunInputError
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -205,7 +206,7 @@ def test_bad_input_is_refused_up_front_with_nothing_written(case, setup, tmp_pat
     argv, out = _case_inputs(setup, tmp_path, case)
     existed = out.exists()
     before_inputs, before_out = _snapshot(setup), (_snapshot(out) if existed else None)
-    with pytest.raises((ValueError, OSError)) as raised:
+    with pytest.raises(RunInputError) as raised:  # run_script prints it alone, exit 2
         run_tofu.main(argv)
     assert BAD_INPUTS[case] in str(raised.value), str(raised.value)
     assert _snapshot(setup) == before_inputs  # no input touched

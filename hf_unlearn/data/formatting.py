@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ..answer_tokens import IGNORE_INDEX  # the one definition
+from ..validation import read_text
 
 PLAIN_TEMPLATE = "Question: {question}\nAnswer: "
 #: The date a chat template gets when no date_string is given: Llama-3.1/3.2 templates' own fallback.
@@ -146,7 +147,7 @@ def load_prompt_template(path) -> PromptTemplate:
     path = Path(path).expanduser()
     if path.is_dir():
         path = path / TEMPLATE_FILE
-    values = json.loads(path.read_text())
+    values = json.loads(read_text(path, "prompt template"))
     known = {f.name for f in fields(PromptTemplate)}
     unknown = sorted(set(values) - known)
     if unknown:

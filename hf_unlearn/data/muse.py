@@ -29,6 +29,8 @@ from pathlib import Path
 
 import datasets
 
+from ..validation import read_text
+
 MUSE_HUB_IDS = ("muse-bench/MUSE-News", "muse-bench/MUSE-Books")
 MUSE_SPLITS: dict[str, tuple[str, ...]] = {
     "raw": ("forget", "retain1", "retain2", "holdout"),
@@ -74,9 +76,9 @@ def _read_local(path: Path, config: str) -> list[dict]:
     if path.suffix == ".txt":
         if columns != ("text",):
             raise ValueError(f"{path}: a .txt file holds plain text, but {config} rows need {', '.join(columns)}.")
-        return [{"text": path.read_text(encoding="utf-8")}]
+        return [{"text": read_text(path, "MUSE data file")}]
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, "MUSE data file"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not a JSON array (MUSE's release layout): {error}.") from None
     if not isinstance(data, list):

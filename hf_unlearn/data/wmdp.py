@@ -19,6 +19,8 @@ from pathlib import Path
 
 import datasets
 
+from ..validation import read_text
+
 __all__ = ["HUB_CORPORA", "load_corpus", "load_corpora"]
 
 HUB_CORPORA = {
@@ -33,8 +35,8 @@ LOCAL_SUFFIXES = (".jsonl", ".json", ".txt")
 
 def _local_texts(path: Path) -> list[str]:
     if path.suffix == ".txt":
-        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    text = path.read_text(encoding="utf-8")
+        return [line for line in read_text(path, "corpus file").splitlines() if line.strip()]
+    text = read_text(path, "corpus file")
     try:
         rows = json.loads(text)
         rows = rows if isinstance(rows, list) else [rows]

@@ -66,14 +66,28 @@ class EvalArguments:
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
 
 
-def _check_output_dir(args: EvalArguments) -> None:
+def _check_inputs(args: EvalArguments, benchmark, benchmark_args) -> None:
+    """The result files never replace an input (the retain reference above all); the model folder is whole."""
+    from ..validation import check_model_source
+
+    out = Path(args.output_dir).expanduser().resolve()
+    written = {out / benchmark.eval_file, out / benchmark.summary_file}
+    for name, value in vars(benchmark_args).items():
+        if not isinstance(value, str) or not value:
+            continue
+        given = Path(value).expanduser()
+        if given.is_dir() and name == "retain_reference":
+            given = given / benchmark.eval_file
+        if given.exists() and given.resolve() in written:
+            raise ValueError(f"--output_dir {args.output_dir} would overwrite --{name} {value} with this evaluation's "
+                             f"{given.name}: choose another --output_dir.")
     model_dir = Path(args.model_name_or_path).expanduser()
     if model_dir.is_file():  # a .gguf file: its folder is protected
         model_dir = model_dir.parent
     if not model_dir.is_dir():
         return  # a Hub id: nothing local to protect
+    check_model_source(args.model_name_or_path)
     model_dir = model_dir.resolve()
-    out = Path(args.output_dir).expanduser().resolve()
     if out == model_dir or model_dir in out.parents:
         where = "the model folder" if out == model_dir else "inside the model folder"
         raise ValueError(
@@ -82,12 +96,12 @@ def _check_output_dir(args: EvalArguments) -> None:
         )
 
 
-def _check_args(args: EvalArguments) -> None:
+def _check_args(args: EvalArguments, benchmark, benchmark_args) -> None:
     if args.per_device_eval_batch_size <= 0:
         raise ValueError(f"--per_device_eval_batch_size must be > 0, got {args.per_device_eval_batch_size}.")
     if args.dtype not in _DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(_DTYPES)}, got {args.dtype!r}.")
-    _check_output_dir(args)
+    _check_inputs(args, benchmark, benchmark_args)
 
 
 def _setup_distributed():
@@ -141,9 +155,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         args=argv, return_remaining_strings=True)
     if unknown:
         parser.error(f"unrecognized arguments for --benchmark {benchmark.name}: {' '.join(unknown)} (see --help).")
+    if args.disable_tqdm:
+        from ..validation import disable_progress_bars
+
+        disable_progress_bars()
     try:
-        _check_args(args)
+        from ..validation import check_reference_model
+
+        _check_args(args, benchmark, benchmark_args)
         options = benchmark.check(**dataclasses.asdict(benchmark_args))  # before any model is loaded
+        if isinstance(options.get("retain_reference"), dict):
+            check_reference_model(options["retain_reference"], args.model_name_or_path)
     except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))
 

@@ -111,8 +111,15 @@ class ForgetQualityCallback(TrainerCallback):
         if target_forget_quality is not None:
             for name, value in (("target_forget_quality", target_forget_quality),
                                 ("min_model_utility", min_model_utility)):
-                if not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise ValueError(f"{name} must be a finite number, got {value!r}.")
+                low, high = self.benchmark.metric_range
+                if not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+                    from ..validation import RunInputError
+
+                    metric = self.benchmark.forget_metric if name == "target_forget_quality" else \
+                        self.benchmark.utility_metric
+                    raise RunInputError(f"{name} must be a number in [{low:g}, {high:g}] (the range of "
+                                        f"{self.benchmark.name}'s {metric}), got {value!r}: a target outside it is "
+                                        "never reached.")
             needs = self.benchmark.forget_metric_needs
             if needs is not None and options.get(needs) is None:
                 raise ValueError(

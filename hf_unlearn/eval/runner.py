@@ -45,9 +45,13 @@ def gather(local: dict) -> dict:
 
 
 def atomic_json(path: Path, data: Any) -> None:
-    """Writes `data` as JSON to `path` through a temporary file and a rename: never a half-written file."""
+    """Writes `data` as JSON to `path` through a temporary file and a rename: never a half-written file; the
+    file's mode follows the umask, as every other output's."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # as any other output file (mkstemp makes it 0600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1, ensure_ascii=False)
             fh.write("\n")

@@ -48,6 +48,8 @@ class Benchmark:
         forget_metric_needs: the option without which ``forget_metric`` is None (TOFU: the retain
             reference), so a stop rule without it is refused up front.
         forget_metric_higher_is_better: whether a higher ``forget_metric`` means more forgotten.
+        metric_range: the values ``forget_metric`` and ``utility_metric`` can take; a stop-rule target
+            outside it is refused (it would never be reached).
     """
 
     name: str
@@ -63,6 +65,7 @@ class Benchmark:
     utility_metric: str
     forget_metric_needs: str | None = None
     forget_metric_higher_is_better: bool = True
+    metric_range: tuple[float, float] = (0.0, 1.0)  # of forget_metric and utility_metric: stop-rule targets inside it
 
 
 _REGISTRY: dict[str, Benchmark] = {}

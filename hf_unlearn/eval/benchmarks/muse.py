@@ -47,6 +47,7 @@ from ...data.muse import load_muse_split
 from . import Benchmark, register_benchmark
 from .. import metrics as M
 from ..scoring import check_tokenizer, dist_rank_world, generate_from_ids, score_sequences
+from ...validation import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def load_reference(reference: Union[str, os.PathLike, Mapping]) -> dict:
             raise FileNotFoundError(
                 f"retain_reference {str(reference)!r} not found: give the {EVAL_FILE} written by evaluating the "
                 "retrain model (examples/finetune_muse.py, or python -m hf_unlearn.eval --benchmark muse).")
-        data, where = json.loads(path.read_text(encoding="utf-8")), str(path)
+        data, where = json.loads(read_text(path, "retain reference")), str(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{where} is not a MUSE evaluation ({EVAL_FILE}, format {FORMAT_NAME!r}) but {found!r}: "

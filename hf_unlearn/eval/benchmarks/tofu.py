@@ -48,6 +48,7 @@ from .. import metrics as M
 from ..runner import gather, shard
 from ..scoring import AnswerScore, check_tokenizer, dist_rank_world, generate_answers, score_answers
 from . import Benchmark, register_benchmark
+from ...validation import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -192,8 +193,7 @@ def load_reference(reference: Union[str, os.PathLike, Mapping]) -> dict:
                 f"retain_reference {str(reference)!r} not found: give the {EVAL_FILE} written by evaluating the "
                 "retain model with this evaluator (python -m hf_unlearn.eval ... --output_dir <dir>)."
             )
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = json.loads(read_text(path, "retain reference"))
         where = str(path)
     forget = data.get("forget") if isinstance(data, dict) else None
     if not isinstance(forget, list) or not forget or not all(
@@ -477,6 +477,16 @@ def _load(dataset_name, forget_split, holdout_split, retain_reference, subsample
             logger.warning("No holdout split for %r: the MIA metrics and privleak are left out.", forget_split)
             continue
         items[key] = _load_items(dataset_name, key, splits[key], subsample)
+    if items.get("holdout"):
+        forget_questions = {it["question"] for it in items["forget"]}
+        shared = sum(it["question"] in forget_questions for it in items["holdout"])
+        if shared * 2 > len(items["holdout"]):
+            raise ValueError(
+                f"holdout split {splits['holdout']!r}: {shared} of its {len(items['holdout'])} questions are forget "
+                f"questions ({splits['forget']!r}): the membership attacks would compare the forget set with itself "
+                "(every AUC near 0.5, which reads as perfect unlearning). Give questions the model never saw "
+                "(holdout10 goes with forget10)."
+            )
     reference_info = _check_reference(reference, items, splits) if reference is not None else None
     return splits, reference, items, reference_info
 

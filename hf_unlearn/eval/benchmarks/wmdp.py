@@ -40,6 +40,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from . import Benchmark, register_benchmark
+from ...validation import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def _is_local(name: Union[str, os.PathLike]) -> bool:
 
 def _read_rows(path: Path) -> list[dict]:
     """Rows of a JSON-lines file or of a JSON list (the two layouts the `json` builder reads)."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "WMDP data file")
     try:
         rows = json.loads(text)
         rows = rows if isinstance(rows, list) else [rows]
@@ -186,7 +187,7 @@ def check_local_data(folder: Union[str, os.PathLike], subsets: Sequence[str] = D
 
 def _load_task_yaml(path: Path) -> dict:
     """A shipped task YAML with its `include` merged in (the file's own keys win, as lm-eval does)."""
-    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    cfg = yaml.safe_load(read_text(path, "WMDP data file"))
     include = cfg.pop("include", None)
     if include is None:
         return cfg
