@@ -95,7 +95,8 @@ def main(argv=None):
                   + (f"; resuming from {run.resume_from}" if run.resume_from else ""))
         before = None
         if tofu_eval and script.evaluate_before:
-            before = benchmark.evaluate(trainer.model, tokenizer, template=trainer.prompt_template, **eval_kwargs)[1]
+            before = benchmark.evaluate(trainer.model, tokenizer, template=trainer.prompt_template,
+                                        **{**eval_kwargs, "subsample": script.final_eval_subsample})[1]
 
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=run.resume_from)
@@ -105,7 +106,7 @@ def main(argv=None):
     after = None
     if tofu_eval and not script.skip_final_evaluation:
         per_sample, after = benchmark.evaluate(trainer.model, tokenizer, template=trainer.prompt_template,
-                                               **eval_kwargs)
+                                               **{**eval_kwargs, "subsample": script.final_eval_subsample})
         if trainer.is_world_process_zero():
             write_results(args.output_dir, per_sample, after, benchmark)
     card = {}
@@ -115,7 +116,8 @@ def main(argv=None):
         drawn = any(h.get("forget_quality") is not None for h in [*history, before or {}, after or {}])
         plot = plot_unlearning(history, output_dir / "unlearning.png", before, after,
                                title=f"{args.unlearn_method} + {args.unlearn_optimizer}",
-                               subsample=script.eval_subsample) if drawn else None
+                               subsample=script.eval_subsample, final_subsample=script.final_eval_subsample)
+                if drawn else None
         (output_dir / "run_info.json").write_text(json.dumps(
             {"train_seconds": train_seconds, "before": before, "after": after}, indent=2))
         card = dict(  # for the card written here and the one push_to_hub writes again

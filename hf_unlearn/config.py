@@ -239,6 +239,11 @@ class UnlearningScriptArguments:
     eval_subsample: int | None = field(
         default=None, metadata={"help": "Evaluate during training on the first N questions of each split (speed)."}
     )
+    final_eval_subsample: int | None = field(
+        default=None,
+        metadata={"help": "Evaluate before and after training on the first N questions of each split only (the retain "
+                          "model's reference must cover the same forget questions). Default: every question."},
+    )
     max_new_tokens: int = field(default=200, metadata={"help": "Greedy generation length for ROUGE (TOFU: 200)."})
     mia_include_eos: bool = field(
         default=False,

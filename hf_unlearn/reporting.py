@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def plot_unlearning(history: list[dict], path: str | Path, before: dict | None = None, after: dict | None = None,
-                    title: str = "", subsample: int | None = None) -> Path:
+                    title: str = "", subsample: int | None = None, final_subsample: int | None = None) -> Path:
     """Forget quality (log scale) against model utility at each evaluation, before -> after. The evaluations during
     training on the first `subsample` questions per split (p-values from fewer truth ratios) are a dotted path of
     their own, labelled so; before and after (all questions) are separate markers."""
@@ -25,8 +25,9 @@ def plot_unlearning(history: list[dict], path: str | Path, before: dict | None =
         ax.plot(xs, ys, ":o" if subsample else "-o", color="tab:blue", markersize=4, label=during)
         for x, y, step in points:
             ax.annotate(str(step), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    for summary, marker, colour, label in ((before, "s", "tab:gray", "before (all questions)"),
-                                           (after, "*", "tab:red", "after (all questions)")):
+    questions = f"first {final_subsample} questions per split" if final_subsample else "all questions"
+    for summary, marker, colour, label in ((before, "s", "tab:gray", f"before ({questions})"),
+                                           (after, "*", "tab:red", f"after ({questions})")):
         if summary and summary.get("forget_quality") is not None:
             ax.plot(summary["model_utility"], summary["forget_quality"], marker, color=colour, markersize=10,
                     label=label)

@@ -868,8 +868,9 @@ def validate_unlearning_run(script, args, model_args, *, needs_retain: bool, pre
     problems = []
     if script.max_new_tokens < 1:
         problems.append(f"--max_new_tokens must be >= 1 (ROUGE scores generated answers), got {script.max_new_tokens}.")
-    if script.eval_subsample is not None and script.eval_subsample < 1:
-        problems.append(f"--eval_subsample must be >= 1 (or left out for every question), got {script.eval_subsample}.")
+    for name in ("eval_subsample", "final_eval_subsample"):
+        if getattr(script, name) is not None and getattr(script, name) < 1:
+            problems.append(f"--{name} must be >= 1 (or left out for every question), got {getattr(script, name)}.")
     if (script.target_forget_quality is None) != (script.min_model_utility is None):
         problems.append("The stop rule needs both --target_forget_quality and --min_model_utility.")
     _problems(problems)
@@ -946,7 +947,7 @@ def validate_muse_run(script, args, model_args, *, needs_retain: bool, presets: 
     check_model_source(model_args.model_name_or_path, presets, getattr(model_args, "gguf_file", None))
     check_dataset_source(script.dataset_name)
     problems = [f"--{name} must be >= 1, got {getattr(script, name)}." for name in ("max_new_tokens",
-                "knowmem_max_new_tokens", "eval_subsample") if getattr(script, name) is not None and
+                "knowmem_max_new_tokens", "eval_subsample", "final_eval_subsample") if getattr(script, name) is not None and
                 getattr(script, name) < 1]
     _problems(problems)
     check_stop_rule({"target_forget_quality": (script.target_forget_quality, 0.0, 1.0),
