@@ -13,6 +13,8 @@ package (its ``__init__`` imports the ``llm`` CLI, which is not installed).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -97,8 +99,9 @@ def load_gguf(folder: Path, file: str, *, dtype=None, attn_implementation: str |
     # A Hub repo plus a file name is transformers' own form: it downloads the file, then reads the same header.
     header = read_gguf_header(local) if local.is_file() or Path(folder).is_dir() else {"file": file, "repo": str(folder)}
     tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=file)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=file, dtype=dtype,
-                                                 attn_implementation=attn_implementation)
+    with _dequantization_bar():
+        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=file, dtype=dtype,
+                                                     attn_implementation=attn_implementation)
     # The tensors are already dequantized; the quantizer left on the model only blocks save_pretrained.
     model.hf_quantizer = None
     model.is_quantized = False
@@ -107,3 +110,21 @@ def load_gguf(folder: Path, file: str, *, dtype=None, attn_implementation: str |
             delattr(holder, "quantization_config")
     model.config.gguf_source = header
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _dequantization_bar():
+    """transformers' GGUF dequantization draws a bare tqdm bar that its own `disable_progress_bar()` (what
+    --disable_tqdm calls) does not reach: hide it too when transformers' bars are off."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils.logging import is_progress_bar_enabled
+
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None or is_progress_bar_enabled():
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
