@@ -19,7 +19,9 @@ mix, and no whole set of GNB gradients sits beside the step's graph. h and every
 those of the separate refresh (bitwise in tests/test_refresh_reuse.py), for one forward less per
 refresh. With gradient accumulation both paths refresh on the first micro-batch, the same rows. A part
 the method does not forward with gradients (GA's retain rows, UNDIAL's at retain weight 0) gets its own
-forward as before. Memory: the GNB backward runs while the step's graph is alive, so its transients
+forward as before; when no part's logits were kept (RMU's forwards read a decoder layer, not logits; a
+subclass's `compute_loss` that hands none back), the refresh forwards everything itself, after the step's
+forward, through the plain path above. Memory: the GNB backward runs while the step's graph is alive, so its transients
 (chiefly the [B, T, V] gradient of each part's logits) add to the graph instead of preceding it: P2's
 refresh step peaks at 241 MiB instead of 208 (+16%, tiny Llama, vocabulary 4096); the parameters'
 GNB gradients are folded one at a time, so no whole set of them adds to that. Kept on the separate
