@@ -37,6 +37,13 @@ RUNS = (
     ("idk_dpo_adamw", dict(unlearn_method="idk_dpo"), False),
     ("undial_retain_kl_adamw", dict(unlearn_method="undial", retain_weight=0.5, retain_loss_type="kl"), False),
     ("rmu_adamw", dict(unlearn_method="rmu", rmu_layer=0, learning_rate=1e-2), False),
+    # The refresh paths of the training step: RMU's forwards keep no logits (the refresh forwards itself);
+    # with gradient accumulation the refresh runs on the first micro-batch.
+    ("rmu_sophia_gnb", dict(unlearn_method="rmu", rmu_layer=0, unlearn_optimizer="sophia", hessian_update_interval=2,
+                            learning_rate=1e-3), False),
+    ("grad_diff_sophia_gnb_accumulated", dict(unlearn_method="grad_diff", unlearn_optimizer="sophia",
+                                              per_device_train_batch_size=1, gradient_accumulation_steps=2,
+                                              hessian_update_interval=2, learning_rate=1e-3), False),
 )
 
 

@@ -9,11 +9,12 @@ from transformers.trainer_callback import ExportableState
 
 
 class HessianRefreshCallback(TrainerCallback):
-    """Asks for a Hessian refresh before the first optimizer step, then every `interval` optimizer steps.
+    """Asks for a Hessian refresh before the first optimizer step, then every `interval` optimizer steps, and
+    stops training if a due refresh did not run.
 
-    It only decides when; `UnlearningTrainer.training_step` does the refresh on the first micro-batch of
-    the due step, so gradient accumulation, mixed precision and DeepSpeed share one code path. The
-    schedule is a function of `global_step`, so a resumed run refreshes at the same steps.
+    `UnlearningTrainer.training_step` does the refresh on the first micro-batch of the due step and reports it
+    (`refreshed`), so gradient accumulation, mixed precision and DeepSpeed share one code path. The schedule is
+    a function of `global_step`, so a resumed run refreshes at the same steps.
     """
 
     def __init__(self, interval: int = 10):
@@ -21,12 +22,24 @@ class HessianRefreshCallback(TrainerCallback):
             raise ValueError(f"hessian_update_interval must be >= 1, got {interval}.")
         self.interval = interval
         self.refresh_due = False
-        self.refresh_steps: list[int] = []
+        self.refresh_steps: list[int] = []  # the steps whose refresh ran
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.refresh_due = state.global_step % self.interval == 0
+
+    def refreshed(self, step: int) -> None:
+        self.refresh_due = False
+        self.refresh_steps.append(step)
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        # Without it SophiaG would step on a stale h (before the first refresh: h = 0, pure sign steps).
         if self.refresh_due:
-            self.refresh_steps.append(state.global_step)
+            raise RuntimeError(
+                f"SophiaG's Hessian refresh was due at step {state.global_step} but did not run. "
+                "UnlearningTrainer.training_step runs it: a subclass that overrides training_step must call "
+                "super().training_step(model, inputs, num_items_in_batch); to change the loss, override "
+                "compute_loss instead."
+            )
 
 
 

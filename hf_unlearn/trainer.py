@@ -3,11 +3,12 @@
 A training step, whole:
 
 1. the collator hands a nested batch ``{"forget": ..., "retain": ..., "idk": ...}``;
-2. `compute_loss` looks the method up in the registry: ``L = gamma * F + alpha * R``; its terms are
-   logged;
-3. if the Hessian refresh callback says a refresh is due (SophiaG), the Hessian diagonal is estimated
-   on this batch and leaves no gradient behind: from the logits of step 2's own forward, right after
-   it (one process, GNB), or else with a forward of its own before step 2 (`hf_unlearn.optim.refresh`);
+2. `compute_loss` calls the method: ``L = gamma * F + alpha * R``; its terms are logged;
+3. if the Hessian refresh callback says a refresh is due (SophiaG), `training_step` estimates the
+   Hessian diagonal on this batch, leaving no gradient behind: on the answer logits that step 2's own
+   forward hands back (`compute_loss(..., return_outputs=True)`, one process, GNB), or else with a
+   forward of its own, before step 2 (`hf_unlearn.optim.refresh`). A due refresh that did not run
+   stops training before the optimizer step (`HessianRefreshCallback`);
 4. Trainer does backward, clipping and the optimizer step (AdamW, or SophiaG from `create_optimizer`).
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from collections import defaultdict
 
 import torch
+from accelerate.utils.memory import clear_device_cache
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback
 
 from .callbacks import HessianRefreshCallback, RetainDualCallback
@@ -53,6 +55,14 @@ class _DatasetEpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.dataset.set_epoch(math.floor((state.epoch or 0.0) + 1e-9))
+
+
+class LossOutputs(dict):
+    """`UnlearningTrainer.compute_loss(..., return_outputs=True)`'s outputs: the loss's detached terms by name
+    (`forget_loss`, `retain_loss`, ...), and `answer_logits`: on a step whose Hessian refresh can reuse the
+    step's forward, what the refresh reads of the method's forward by batch part (else None)."""
+
+    answer_logits: dict[str, torch.Tensor] | None = None
 
 
 def _refuse_sophia_under_fsdp(args, fsdp_enabled: bool = False) -> None:
@@ -168,8 +178,9 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
         self._terms = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.estimator = get_estimator(args.hessian_estimator) if args.unlearn_optimizer == "sophia" else None
         self.hessian_callback = None
-        self.refresh_path = None  # the last refresh's: "step_forward" (reused the step's logits) or "own_forward"
-        self._refresh_in_step = False
+        # The last refresh's: "step_forward" (built on the step's own logits) or "own_forward" (forwarded itself).
+        self.refresh_path = None
+        self._keep_answer_logits = False  # set by training_step around a loss whose forward the refresh reuses
         if self.estimator is not None and self.estimator.refreshes:
             self.hessian_callback = HessianRefreshCallback(args.hessian_update_interval)
             self.add_callback(self.hessian_callback)
@@ -264,11 +275,11 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
 
     # --- the step -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        refresh, self._refresh_in_step = self._refresh_in_step, False
-        with recording_logits(model, inputs, self.estimator) if refresh else contextlib.nullcontext() as step_logits:
+        """The method's loss on a nested batch; with `return_outputs`, also a `LossOutputs`: its terms and, when
+        `training_step` asks for them, the answer logits of the method's own forward, for the Hessian refresh."""
+        keep = self._keep_answer_logits and model.training
+        with recording_logits(model, inputs, self.estimator) if keep else contextlib.nullcontext() as answer_logits:
             loss, terms = self.method(model, inputs, self.reference, self.settings)
-        if refresh:  # before the training backward, through this forward's graph
-            self._refresh_hessian(model, inputs, step_logits)
         mode = "train" if model.training else "eval"
         if self.dual_callback is not None and mode == "train":
             self.dual_callback.record(terms["retain_loss"])
@@ -280,25 +291,58 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
                 f"(terms: { {k: float(v) for k, v in terms.items()} }). Gradient ascent is unbounded: lower "
                 "--learning_rate, stop earlier, or use a bounded method (npo, simnpo, undial)."
             )
-        return (loss, terms) if return_outputs else loss
+        if not return_outputs:
+            return loss
+        outputs = LossOutputs(terms)
+        outputs.answer_logits = answer_logits
+        return loss, outputs
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if self.hessian_callback is not None and self.hessian_callback.refresh_due:
-            self.hessian_callback.refresh_due = False
-            self._refresh_in_step = can_reuse_step_forward(self.model, self.estimator, self._refresh_context(),
-                                                           wrapped=model is not self.model)
-            if not self._refresh_in_step:
-                self._refresh_hessian(model, self._prepare_inputs(inputs))
-        return super().training_step(model, inputs, num_items_in_batch)
+        """Trainer's step, and SophiaG's Hessian refresh on the first micro-batch of a step the
+        `HessianRefreshCallback` marks due: on this step's own forward where `can_reuse_step_forward` allows it,
+        else with a forward of its own before the step's."""
+        if self.hessian_callback is None or not self.hessian_callback.refresh_due:
+            return super().training_step(model, inputs, num_items_in_batch)
+        if not can_reuse_step_forward(self.model, self.estimator, self._refresh_context(),
+                                      wrapped=model is not self.model):
+            self._refresh_hessian(model, self._prepare_inputs(inputs))
+            return super().training_step(model, inputs, num_items_in_batch)
+        return self._training_step_refreshing_on_its_forward(model, inputs, num_items_in_batch)
+
+    def _training_step_refreshing_on_its_forward(self, model, inputs, num_items_in_batch):
+        """`Trainer.training_step` where it is forward then backward (one process, the module unwrapped: no
+        DataParallel, DeepSpeed or context parallelism, as `can_reuse_step_forward` requires), with the refresh
+        between the two, on the answer logits `compute_loss` hands back. A `compute_loss` that hands none back (a
+        subclass's own loss, RMU's hidden-state forwards) gets a refresh that forwards itself."""
+        model.train()
+        if callable(getattr(self.optimizer, "train", None)):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+        with self.compute_loss_context_manager():
+            self._keep_answer_logits = True
+            try:
+                result = self.compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            finally:
+                self._keep_answer_logits = False
+            loss, outputs = result if isinstance(result, tuple) else (result, None)
+            self._refresh_hessian(model, inputs, getattr(outputs, "answer_logits", None))
+        del inputs, outputs, result
+        if self.args.torch_empty_cache_steps is not None and self.state.global_step % self.args.torch_empty_cache_steps == 0:
+            clear_device_cache()
+        if not self.loss_is_scaled_for_ga:
+            loss = loss / self.current_gradient_accumulation_steps
+        self.accelerator.backward(loss)
+        return loss.detach()
 
     def _refresh_hessian(self, model, inputs, step_logits=None) -> None:
         """SophiaG's Hessian refresh on this batch (`hf_unlearn.optim.refresh`), before the step's own backward;
-        `step_logits`: the step's own logits by batch part, to build the estimate on."""
+        `step_logits`: the step's own answer logits by batch part, to build the estimate on."""
         model.train()
         ctx = dataclasses.replace(self._refresh_context(), step_logits=step_logits)
-        refresh_hessian(model, inputs, self.sophia, self.estimator, ctx,
-                        autocast=self.compute_loss_context_manager, engine=model if self.is_deepspeed_enabled else None)
-        self.refresh_path = "step_forward" if step_logits else "own_forward"
+        self.refresh_path = refresh_hessian(model, inputs, self.sophia, self.estimator, ctx,
+                                            autocast=self.compute_loss_context_manager,
+                                            engine=model if self.is_deepspeed_enabled else None)
+        self.hessian_callback.refreshed(self.state.global_step)
 
     def _refresh_context(self) -> RefreshContext:
         return RefreshContext(

@@ -19,7 +19,9 @@ mix, and no whole set of GNB gradients sits beside the step's graph. h and every
 those of the separate refresh (bitwise in tests/test_refresh_reuse.py), for one forward less per
 refresh. With gradient accumulation both paths refresh on the first micro-batch, the same rows. A part
 the method does not forward with gradients (GA's retain rows, UNDIAL's at retain weight 0) gets its own
-forward as before. Memory: the GNB backward runs while the step's graph is alive, so its transients
+forward as before; when no part's logits were kept (RMU's forwards read a decoder layer, not logits; a
+subclass's `compute_loss` that hands none back), the refresh forwards everything itself, after the step's
+forward, through the plain path above. Memory: the GNB backward runs while the step's graph is alive, so its transients
 (chiefly the [B, T, V] gradient of each part's logits) add to the graph instead of preceding it: P2's
 refresh step peaks at 241 MiB instead of 208 (+16%, tiny Llama, vocabulary 4096); the parameters'
 GNB gradients are folded one at a time, so no whole set of them adds to that. Kept on the separate
@@ -68,26 +70,28 @@ from .sophia import SophiaG
 
 
 def refresh_hessian(model, batch: dict, sophia: SophiaG, estimator: HessianEstimator, ctx: RefreshContext, *,
-                    engine=None, autocast=contextlib.nullcontext) -> None:
+                    engine=None, autocast=contextlib.nullcontext) -> str:
     """Estimates diag(H) on `batch` and folds it into `sophia`'s h; leaves no gradient behind.
 
     `engine`: the DeepSpeed engine (then `model` is it), else None. `autocast`: the context the loss is
-    computed under (Trainer's `compute_loss_context_manager`).
+    computed under (Trainer's `compute_loss_context_manager`). Returns the path it took: "step_forward" (on
+    the step's graph, with the logits in ``ctx.step_logits``; taken only when that holds some) or
+    "own_forward".
     """
     if engine is not None:
         forward_model = engine.module if estimator.double_backward else engine
         with autocast():
             loss, scale = estimator.estimate_loss(forward_model, batch, ctx)
         _engine_hessian_step(engine, sophia, loss, scale, estimator.squared)
-        return
-    if ctx.step_logits is not None:  # on the step's graph, which its own backward still needs
+        return "own_forward"
+    if ctx.step_logits:  # on the step's graph, which its own backward still needs
         model.zero_grad(set_to_none=True)  # the first micro-batch of a step: nothing accumulated yet
         with autocast():
             loss, scale = estimator.estimate_loss(model, batch, ctx)
             with sophia.collecting_hessian(scale=scale, squared=estimator.squared):
                 _backward_folding_each_gradient(loss, sophia)
         model.zero_grad(set_to_none=True)
-        return
+        return "step_forward"
     distributed = ctx.world > 1 and hasattr(model, "no_sync")
     with model.no_sync() if distributed else contextlib.nullcontext():
         with autocast():
@@ -98,6 +102,7 @@ def refresh_hessian(model, batch: dict, sophia: SophiaG, estimator: HessianEstim
     with sophia.collecting_hessian(scale=scale, squared=estimator.squared):
         sophia.step()
     model.zero_grad(set_to_none=True)
+    return "own_forward"
 
 
 def _backward_folding_each_gradient(loss: torch.Tensor, sophia: SophiaG) -> None:
