@@ -34,7 +34,8 @@ def nll_on(model, tokenizer, dataset):
 
 
 def test_every_method_is_registered_with_public_names():
-    assert list(METHODS) == ["ga", "grad_diff", "kl", "npo", "simnpo", "idk_nll", "idk_dpo", "undial", "rmu"]
+    assert list(METHODS) == ["ga", "grad_diff", "kl", "npo", "simnpo", "idk_nll", "idk_dpo", "undial", "rmu", "wga", "satimp",
+                             "ceu", "pdu"]
 
 
 def test_config_fields_checks_and_recipe_come_from_the_method_definitions():
