@@ -108,8 +108,20 @@ def forget_rouge(model, tokenizer, template) -> float:
     return sum(scores) / len(scores)
 
 
-def finetune_member(cache: Path, member: str, epochs: int | None = None) -> dict:
-    """Fine-tunes `member` ("target": until the forget ROUGE goal, at most MAX_EPOCHS; "retain": `epochs`)."""
+def _save(model, tokenizer, template, out: Path) -> None:
+    partial = out.with_name(f".{out.name}.partial")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    template.save(partial)
+    os.replace(partial, out)  # written beside, renamed when complete: a killed build leaves no half model
+
+
+def finetune_member(cache: Path, member: str, epochs: int | None = None, save_each_epoch: bool = False) -> dict:
+    """Fine-tunes `member` ("target": until the forget ROUGE goal, at most MAX_EPOCHS; "retain": `epochs`).
+
+    `save_each_epoch` keeps ``<member>-epoch-K`` after every epoch: under a constant learning rate the model after K
+    epochs of a longer run is the model of a K-epoch run, so the retain model can train beside the target and be
+    picked at the target's epoch count afterwards."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
@@ -124,6 +136,10 @@ def finetune_member(cache: Path, member: str, epochs: int | None = None) -> dict
     class StopAtGoal(TrainerCallback):
         def on_epoch_end(self, args, state, control, model=None, **kwargs):
             epoch = round(state.epoch)
+            if save_each_epoch:
+                _save(model, tokenizer, template, cache / f"{member}-epoch-{epoch}")
+                (cache / f"{member}-epoch-{epoch}" / "finetune.json").write_text(json.dumps(
+                    {"epochs": epoch, "steps": state.global_step, "seconds": time.perf_counter() - start}))
             if member != "target" or epoch < 2 or epoch % CHECK_EVERY:
                 return
             rouge = forget_rouge(model, tokenizer, template)
@@ -143,12 +159,8 @@ def finetune_member(cache: Path, member: str, epochs: int | None = None) -> dict
                       callbacks=[StopAtGoal()])
     trainer.train()
     seconds = time.perf_counter() - start
-    out = cache / member
-    partial = cache / f".{member}.partial"
-    trainer.model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    template.save(partial)
-    os.replace(partial, out)  # written beside, renamed when complete: a killed build leaves no half model
+    if not save_each_epoch:
+        _save(trainer.model, tokenizer, template, cache / member)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"epochs": round(trainer.state.epoch), "steps": trainer.state.global_step, "seconds": seconds,
             "final_train_loss": losses[-1] if losses else None, "checks": checks}
@@ -194,7 +206,13 @@ def ensure_pair(results: Path) -> dict:
         info["target_finetune"] = finetune_member(cache, "target")
         save_progress()
     if not (cache / "retain" / "model.safetensors").is_file():
-        info["retain_finetune"] = finetune_member(cache, "retain", epochs=info["target_finetune"]["epochs"])
+        epochs = info["target_finetune"]["epochs"]
+        early = cache / f"retain-epoch-{epochs}"  # trained beside the target (`retain-epochs`)
+        if (early / "finetune.json").is_file():
+            info["retain_finetune"] = json.loads((early / "finetune.json").read_text())
+            os.replace(early, cache / "retain")
+        else:
+            info["retain_finetune"] = finetune_member(cache, "retain", epochs=epochs)
         save_progress()
     for name, folder, reference in (("retain", cache / "retain", None),
                                     ("base", ensure_base_model(), cache / "retain" / "tofu_eval.json"),
@@ -302,7 +320,9 @@ def run_grid(results: Path, workers: int) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.real_lm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("pair", "grid", "report"))
+    parser.add_argument("command", choices=("pair", "retain-epochs", "grid", "report"),
+                        help="retain-epochs: train the retain model for MAX_EPOCHS beside the target, keeping every "
+                             "epoch (the pair then takes the one at the target's epoch count)")
     parser.add_argument("--output_dir", default="bench/results", help="Results folder (default bench/results).")
     parser.add_argument("--workers", type=int, default=2, help="Grid runs side by side (default 2, 1 thread each).")
     args = parser.parse_args(argv)
@@ -314,6 +334,8 @@ def main(argv=None) -> int:
             s = info[f"{name}_summary"]
             print(name, {k: s.get(k) for k in ("model_utility", "forget_quality", "forget_rouge", "retain_rouge",
                                                "real_authors_rouge", "world_facts_rouge")})
+    elif args.command == "retain-epochs":
+        finetune_member(pair_dir(results), "retain", epochs=MAX_EPOCHS, save_each_epoch=True)
     elif args.command == "grid":
         run_grid(results, args.workers)
     else:

@@ -132,3 +132,9 @@ def test_the_package_map_lists_every_module():
     assert not unlisted, f"docs/architecture.md's package map does not list: {unlisted}"
     gone = sorted(p for p in listed if p.endswith(".py") and not (PACKAGE / p).exists())
     assert not gone, f"docs/architecture.md's package map lists modules that do not exist: {gone}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
+def test_results_are_named_by_date_and_commit_not_by_work_period(doc):
+    periods = re.findall(r"\bsession \d+", doc.read_text(), flags=re.IGNORECASE)
+    assert not periods, f"{doc.name} names results by work period ({periods}): name the date and commit instead"
