@@ -393,6 +393,10 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
             self.eval_dataset = self.train_dataset
         self._check_metric_for_best_model()
 
+    def train(self, *args, **kwargs):
+        self._check_metric_for_best_model()  # before the first step; a benchmark may be attached after __init__
+        return super().train(*args, **kwargs)
+
     def add_callback(self, callback):
         super().add_callback(callback)
         if getattr(callback, "runs_in_evaluate", False) and callback is not self.benchmark_evaluation:
@@ -400,11 +404,22 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
 
     def _check_metric_for_best_model(self) -> None:
         """A `metric_for_best_model` of the benchmark (``tofu/...``) must be one its summary has, and computed."""
-        metric, bench = self.args.metric_for_best_model, self.benchmark_evaluation.benchmark
+        metric = self.args.metric_for_best_model
         name = (metric or "").removeprefix("eval_")
-        if not name.startswith(f"{bench.name}/"):
+        if "/" not in name:
             return
-        key = name.split("/", 1)[1]
+        prefix, key = name.split("/", 1)
+        from .eval.benchmarks import benchmark_names
+
+        evaluation = getattr(self, "benchmark_evaluation", None)
+        bench = None if evaluation is None else evaluation.benchmark
+        if prefix in benchmark_names() and (bench is None or bench.name != prefix):
+            raise ValueError(f"metric_for_best_model={metric!r} is a {prefix} metric, but this trainer evaluates "
+                             f"{'no benchmark' if bench is None else bench.name}: give a ForgetQualityCallback"
+                             f"(benchmark={prefix!r}, ...) (scripts: --benchmark {prefix} with --eval_strategy), or "
+                             "another metric_for_best_model.")
+        if bench is None or prefix != bench.name:
+            return
         if key not in bench.summary_keys:
             raise ValueError(f"metric_for_best_model={metric!r}: {bench.name} has no summary key {key!r}; choose one "
                              f"of {', '.join(f'{bench.name}/{k}' for k in bench.summary_keys)}.")

@@ -119,6 +119,8 @@ def test_wiring_mistakes_are_refused_with_the_fix(listed, tmp_path, make_model, 
         _trainer(tmp_path, make_model, tokenizer, forget_retain, [evaluation()], metric_for_best_model="listed/nope")
     with pytest.raises(ValueError, match="needs the benchmark option reference"):
         _trainer(tmp_path, make_model, tokenizer, forget_retain, [evaluation()], metric_for_best_model="listed/leak")
+    with pytest.raises(ValueError, match=r"'listed/leak' is a listed metric, but this trainer evaluates no benchmark"):
+        _trainer(tmp_path, make_model, tokenizer, forget_retain, [], metric_for_best_model="listed/leak").train()
     with pytest.raises(ValueError, match="one benchmark evaluation"):
         _trainer(tmp_path, make_model, tokenizer, forget_retain, [evaluation(), evaluation()])
     with pytest.raises(ValueError, match="one evaluation schedule, the Trainer's"):
