@@ -171,6 +171,7 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
         # The benchmark `evaluate` runs beside the unlearning losses: set by `set_benchmark_evaluation`, which
         # Trainer.__init__'s own add_callback calls may reach, hence before it.
         self.benchmark_evaluation = None
+        self._benchmark_pending = None  # during evaluate(): its metric prefix until the benchmark ran, then ""
         evaluations = [cb for cb in callbacks or () if getattr(cb, "runs_in_evaluate", False)]
         if len(evaluations) > 1:
             raise ValueError(f"{len(evaluations)} ForgetQualityCallbacks were given: UnlearningTrainer.evaluate() runs "
@@ -431,22 +432,25 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         """Trainer's evaluation: the unlearning losses on `eval_dataset` (default: the forget pairs) and, with a
         benchmark evaluation, the benchmark's metrics (``<prefix>_<benchmark>/<key>``), run once per call."""
-        self._benchmark_due = self.benchmark_evaluation is not None
+        if self.benchmark_evaluation is None or self._benchmark_pending is not None:  # none; or one eval dataset
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)    # of several (a nested call)
+        self._benchmark_pending = metric_key_prefix
         try:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         finally:
-            self._benchmark_due = False
+            self._benchmark_pending = None
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval"):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
-        if getattr(self, "_benchmark_due", False):
+        if self._benchmark_pending:
             # Here, not in evaluate(): Trainer logs the metrics and hands them to on_evaluate (the stop rule) and
-            # to the best-checkpoint choice after this loop. Once per evaluate(), even over several eval datasets.
-            self._benchmark_due = False
+            # to the best-checkpoint choice after this loop. Once per evaluate(), even over several eval datasets
+            # (with evaluate()'s own prefix, not one dataset's).
+            prefix, self._benchmark_pending = self._benchmark_pending, ""
             benchmark_metrics = self.benchmark_evaluation.run(
                 self.model, self.processing_class, self.args, self.state, template=self.prompt_template,
-                metric_key_prefix=metric_key_prefix)
+                metric_key_prefix=prefix)
             clashes = sorted(set(benchmark_metrics) & set(output.metrics))
             if clashes:
                 raise ValueError(f"The benchmark's metrics {clashes} clash with the evaluation's own metrics.")

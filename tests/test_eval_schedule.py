@@ -74,6 +74,11 @@ def test_one_benchmark_evaluation_per_evaluation_step(listed, tmp_path, make_mod
                    for h in trainer.state.log_history)
     history = json.loads((tmp_path / "run" / "listed_history.json").read_text())
     assert [h["step"] for h in history["history"]] == [2, 4, 5] and history["best_step"] == 5
+    # Several eval datasets: the losses of each, the benchmark once, under evaluate()'s own prefix.
+    evaluation.options["scores"] += (0.6,)
+    metrics = trainer.evaluate({"a": trainer.train_dataset, "b": trainer.train_dataset})
+    assert _list_evaluate.calls == 4 and metrics["eval_listed/leak"] == 0.6
+    assert {"eval_a_loss", "eval_b_loss"} <= set(metrics) and not any(k.startswith("eval_a_listed") for k in metrics)
 
 
 @pytest.mark.parametrize("metric, greater_is_better, best_step", [("listed/leak", False, 2),
