@@ -116,8 +116,8 @@ def main(argv=None):
         drawn = any(h.get("forget_quality") is not None for h in [*history, before or {}, after or {}])
         plot = plot_unlearning(history, output_dir / "unlearning.png", before, after,
                                title=f"{args.unlearn_method} + {args.unlearn_optimizer}",
-                               subsample=script.eval_subsample, final_subsample=script.final_eval_subsample)
-                if drawn else None
+                               subsample=script.eval_subsample, final_subsample=script.final_eval_subsample) \
+            if drawn else None
         (output_dir / "run_info.json").write_text(json.dumps(
             {"train_seconds": train_seconds, "before": before, "after": after}, indent=2))
         card = dict(  # for the card written here and the one push_to_hub writes again

@@ -10,6 +10,12 @@ A training step, whole:
    forward of its own, before step 2 (`hf_unlearn.optim.refresh`). A due refresh that did not run
    stops training before the optimizer step (`HessianRefreshCallback`);
 4. Trainer does backward, clipping and the optimizer step (AdamW, or SophiaG from `create_optimizer`).
+
+Evaluation, on Trainer's schedule (``eval_strategy`` / ``eval_steps``): `evaluate` computes the unlearning
+losses on the eval dataset (the forget pairs by default) and, with a benchmark evaluation (a
+`ForgetQualityCallback` among the callbacks), runs the benchmark once; both come back in one metrics
+dict (``eval_loss``, ``eval_forget_loss``, ..., ``eval_tofu/forget_quality``, ...), which
+``metric_for_best_model`` / ``load_best_model_at_end`` and the stop rule read.
 """
 
 from __future__ import annotations
@@ -162,9 +168,17 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
         self._check_dataset(train_dataset)
         if data_collator is None:
             data_collator = UnlearningCollator(processing_class)
-        if args.eval_strategy != "no" and kwargs.get("eval_dataset") is None:
+        # The benchmark `evaluate` runs beside the unlearning losses: set by `set_benchmark_evaluation`, which
+        # Trainer.__init__'s own add_callback calls may reach, hence before it.
+        self.benchmark_evaluation = None
+        self._benchmark_pending = None  # during evaluate(): its metric prefix until the benchmark ran, then ""
+        evaluations = [cb for cb in callbacks or () if getattr(cb, "runs_in_evaluate", False)]
+        if len(evaluations) > 1:
+            raise ValueError(f"{len(evaluations)} ForgetQualityCallbacks were given: UnlearningTrainer.evaluate() runs "
+                             "one benchmark evaluation; pass one (several benchmarks: evaluate after training).")
+        if (args.eval_strategy != "no" or evaluations) and kwargs.get("eval_dataset") is None:
             # Trainer needs something to evaluate on its schedule: the unlearning losses on the forget
-            # pairs (logged as eval_forget_loss, ...); ForgetQualityCallback adds the TOFU metrics.
+            # pairs (logged as eval_forget_loss, ...); a benchmark evaluation adds its metrics to the same call.
             kwargs["eval_dataset"] = train_dataset
 
         super().__init__(
@@ -172,6 +186,8 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
             data_collator=data_collator, callbacks=callbacks, optimizers=optimizers, **kwargs,
         )
         self._check_distributed_setup()
+        for evaluation in evaluations:
+            self.set_benchmark_evaluation(evaluation)
         if hasattr(train_dataset, "set_epoch"):
             self.add_callback(_DatasetEpochCallback(train_dataset))
         self.reference = self._build_reference(ref_model, peft)
@@ -359,6 +375,88 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
             return value
         return self.accelerator.reduce(value.to(self.args.device), "mean")
 
+    # --- evaluation -----------------------------------------------------------------------------
+    def set_benchmark_evaluation(self, evaluation) -> None:
+        """Makes `evaluation` (a `ForgetQualityCallback`) the benchmark that `evaluate` runs with the unlearning
+        losses, adding it (and its stop rule) to the callbacks. Passing it in ``callbacks=`` or to `add_callback`,
+        or calling its ``attach(trainer)``, comes here."""
+        if self.benchmark_evaluation is not None and self.benchmark_evaluation is not evaluation:
+            raise ValueError(
+                f"This trainer already evaluates {self.benchmark_evaluation.benchmark.name!r}: evaluate() runs one "
+                "benchmark evaluation; remove the other ForgetQualityCallback (several benchmarks: evaluate after "
+                "training)."
+            )
+        self.benchmark_evaluation = evaluation
+        if evaluation not in self.callback_handler.callbacks:
+            self.callback_handler.add_callback(evaluation)
+        evaluation._adopted_by(self)
+        if self.eval_dataset is None:  # the unlearning losses of the same evaluate() call
+            self.eval_dataset = self.train_dataset
+        self._check_metric_for_best_model()
+
+    def train(self, *args, **kwargs):
+        self._check_metric_for_best_model()  # before the first step; a benchmark may be attached after __init__
+        return super().train(*args, **kwargs)
+
+    def add_callback(self, callback):
+        super().add_callback(callback)
+        if getattr(callback, "runs_in_evaluate", False) and callback is not self.benchmark_evaluation:
+            self.set_benchmark_evaluation(callback)
+
+    def _check_metric_for_best_model(self) -> None:
+        """A `metric_for_best_model` of the benchmark (``tofu/...``) must be one its summary has, and computed."""
+        metric = self.args.metric_for_best_model
+        name = (metric or "").removeprefix("eval_")
+        if "/" not in name:
+            return
+        prefix, key = name.split("/", 1)
+        from .eval.benchmarks import benchmark_names
+
+        evaluation = getattr(self, "benchmark_evaluation", None)
+        bench = None if evaluation is None else evaluation.benchmark
+        if prefix in benchmark_names() and (bench is None or bench.name != prefix):
+            raise ValueError(f"metric_for_best_model={metric!r} is a {prefix} metric, but this trainer evaluates "
+                             f"{'no benchmark' if bench is None else bench.name}: give a ForgetQualityCallback"
+                             f"(benchmark={prefix!r}, ...) (scripts: --benchmark {prefix} with --eval_strategy), or "
+                             "another metric_for_best_model.")
+        if bench is None or prefix != bench.name:
+            return
+        if key not in bench.summary_keys:
+            raise ValueError(f"metric_for_best_model={metric!r}: {bench.name} has no summary key {key!r}; choose one "
+                             f"of {', '.join(f'{bench.name}/{k}' for k in bench.summary_keys)}.")
+        needs = bench.forget_metric_needs
+        if key == bench.forget_metric and needs is not None and self.benchmark_evaluation.options.get(needs) is None:
+            raise ValueError(f"metric_for_best_model={metric!r} needs the benchmark option {needs}: without it "
+                             f"{bench.name}'s {key} is not computed.")
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """Trainer's evaluation: the unlearning losses on `eval_dataset` (default: the forget pairs) and, with a
+        benchmark evaluation, the benchmark's metrics (``<prefix>_<benchmark>/<key>``), run once per call."""
+        if self.benchmark_evaluation is None or self._benchmark_pending is not None:  # none; or one eval dataset
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)    # of several (a nested call)
+        self._benchmark_pending = metric_key_prefix
+        try:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self._benchmark_pending = None
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self._benchmark_pending:
+            # Here, not in evaluate(): Trainer logs the metrics and hands them to on_evaluate (the stop rule) and
+            # to the best-checkpoint choice after this loop. Once per evaluate(), even over several eval datasets
+            # (with evaluate()'s own prefix, not one dataset's).
+            prefix, self._benchmark_pending = self._benchmark_pending, ""
+            benchmark_metrics = self.benchmark_evaluation.run(
+                self.model, self.processing_class, self.args, self.state, template=self.prompt_template,
+                metric_key_prefix=prefix)
+            clashes = sorted(set(benchmark_metrics) & set(output.metrics))
+            if clashes:
+                raise ValueError(f"The benchmark's metrics {clashes} clash with the evaluation's own metrics.")
+            output.metrics.update(benchmark_metrics)
+        return output
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
@@ -410,6 +508,11 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
             for key, value in zip(keys, means.tolist()):
                 logs[f"{prefix}{key}"] = value
         self._terms[mode].clear()
+        if mode == "eval" and self.benchmark_evaluation is not None:
+            # The benchmark's metrics are logged under their names, tofu/forget_quality, ...: those
+            # metric_for_best_model takes (Trainer adds the eval_ prefix of evaluate()'s metrics).
+            prefix = f"eval_{self.benchmark_evaluation.benchmark.name}/"
+            logs = {key.removeprefix("eval_") if key.startswith(prefix) else key: value for key, value in logs.items()}
         if mode == "train" and self.dual_callback is not None:
             logs["retain_weight"] = float(self.settings.retain_weight)  # PDU's lambda
         sophia = self.sophia

@@ -403,16 +403,15 @@ def test_callback_logs_and_stops_under_its_rule(model, tok, slice_dir, reference
     assert entry["step"] == 1 and set(entry["metrics"]) >= PUBLIC_KEYS
     assert history["best_step"] == 1
     assert history["best_checkpoint"] == str(tmp_path / "run" / "checkpoint-1")
-    assert trainer.state.best_model_checkpoint == str(tmp_path / "run" / "checkpoint-1")
-    assert trainer.state.best_metric == entry["metrics"]["forget_quality"]
+    assert trainer.state.best_model_checkpoint is None  # Trainer's: no metric_for_best_model was set
     logged = [h for h in trainer.state.log_history if "tofu/forget_quality" in h]
     assert len(logged) == 1 and logged[0]["step"] == 1
     for key in ("tofu/model_utility", "tofu/forget_truth_ratio", "tofu/forget_rouge", "tofu/forget_prob",
                 "tofu/mia_min_k_auc", "tofu/privleak"):
         assert key in logged[0]
     assert logged[0]["tofu/forget_quality"] == entry["metrics"]["forget_quality"]
-    assert any("eval_loss" in h for h in trainer.state.log_history)  # Trainer's own eval still ran
-    # The TOFU metrics are their own log entry: the training-loss entries do not carry them, nor the reverse.
+    assert "eval_forget_loss" in logged[0]  # one evaluation: the unlearning losses and TOFU in one entry
+    # The training-loss entries do not carry the TOFU metrics, nor the reverse.
     assert not any(k.startswith("tofu/") for h in trainer.state.log_history if "loss" in h for k in h)
     assert "forget_loss" not in logged[0] and "loss" not in logged[0]
 
@@ -423,7 +422,8 @@ def test_callback_with_unreachable_target_runs_every_step_on_its_own_schedule(mo
     cb = ForgetQualityCallback(str(slice_dir), retain_reference=reference_file, subsample=4, batch_size=8,
                                max_new_tokens=8, target_forget_quality=0.0, min_model_utility=1.0,
                                eval_steps=0.5, history_path=history_path)
-    trainer = _trainer(model, tok, slice_dir, tmp_path / "run", cb)  # args.eval_strategy == "no"
+    with pytest.warns(FutureWarning, match="deprecated"):  # the callback's own schedule becomes the Trainer's
+        trainer = _trainer(model, tok, slice_dir, tmp_path / "run", cb)  # args.eval_strategy == "no"
     trainer.train()
     assert trainer.state.global_step == 4
     history = json.loads(history_path.read_text())
@@ -435,8 +435,9 @@ def test_callback_with_unreachable_target_runs_every_step_on_its_own_schedule(mo
 
 
 def test_callback_epoch_schedule_without_reference_logs_but_never_stops(model, tok, slice_dir, tmp_path):
-    cb = ForgetQualityCallback(str(slice_dir), subsample=2, batch_size=8, max_new_tokens=4, eval_strategy="epoch")
-    trainer = _trainer(model, tok, slice_dir, tmp_path / "run", cb, max_steps=-1, num_train_epochs=2)
+    cb = ForgetQualityCallback(str(slice_dir), subsample=2, batch_size=8, max_new_tokens=4)
+    trainer = _trainer(model, tok, slice_dir, tmp_path / "run", cb, max_steps=-1, num_train_epochs=2,
+                       eval_strategy="epoch")
     trainer.train()
     assert trainer.state.global_step == 4  # 4 forget rows, batch 2, 2 epochs
     history = json.loads((tmp_path / "run" / "tofu_history.json").read_text())

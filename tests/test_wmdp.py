@@ -208,7 +208,7 @@ def test_callback_stop_rule_on_wmdp(wmdp_dir, wmdp_tokenizer, tmp_path):
     MMLU >= the floor: with the always-B model both accuracies are hand counts on the subsample."""
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
-    from hf_unlearn.eval.callback import ForgetQualityCallback
+    from hf_unlearn.eval.callback import ForgetQualityCallback, metric_key
 
     def b_share(path, n=4):
         answers = [r["answer"] for r in rows_of(path)][:n]
@@ -221,10 +221,11 @@ def test_callback_stop_rule_on_wmdp(wmdp_dir, wmdp_tokenizer, tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[])
     for target, floor, stops in ((wmdp_max, mmlu, True), (wmdp_max - 0.01, mmlu - 0.01, False)):
         callback = ForgetQualityCallback(benchmark="wmdp", dataset_name=str(wmdp_dir), subsample=4,
-                                         target_forget_quality=target, min_model_utility=floor,
-                                         eval_strategy="steps", eval_steps=1)
+                                         target_forget_quality=target, min_model_utility=floor)
         state, control = TrainerState(global_step=1, max_steps=10), TrainerControl()
-        callback.on_step_end(args, state, control, model=model, processing_class=wmdp_tokenizer)
-        metrics = callback.history[-1]["metrics"]
-        assert metrics["wmdp_max_acc"] == pytest.approx(wmdp_max) and metrics["mmlu_acc"] == pytest.approx(mmlu)
+        # What UnlearningTrainer.evaluate() does at an evaluation step: the run, then on_evaluate with its metrics.
+        metrics = callback.run(model, wmdp_tokenizer, args, state)
+        assert metrics[metric_key(callback.benchmark, "wmdp_max_acc")] == pytest.approx(wmdp_max)
+        assert metrics[metric_key(callback.benchmark, "mmlu_acc")] == pytest.approx(mmlu)
+        callback.rule.on_evaluate(args, state, control, metrics=metrics)
         assert control.should_training_stop is stops, (target, floor)

@@ -1,43 +1,38 @@
-"""`ForgetQualityCallback`: a registered benchmark's evaluation on the Trainer's evaluation schedule.
+"""A registered benchmark evaluated on the Trainer's own evaluation schedule, and the stop rule on its metrics.
 
 Usage (TOFU, the default ``benchmark``; any other registered name works alike, with its own options)::
 
     cb = ForgetQualityCallback("locuslab/TOFU", forget_split="forget10",
                                retain_reference="retain_eval/tofu_eval.json", subsample=100,
                                target_forget_quality=0.05, min_model_utility=0.5)
-    trainer = UnlearningTrainer(..., callbacks=[cb])
-    cb.attach(trainer)          # optional: log through trainer.log (loggers, progress bar)
+    args = UnlearningConfig(..., eval_strategy="steps", eval_steps=10,
+                            metric_for_best_model="tofu/forget_quality", load_best_model_at_end=True)
+    trainer = UnlearningTrainer(..., args=args, callbacks=[cb])
     trainer.train()
 
-Schedule.  By default the callback follows ``args.eval_strategy`` / ``args.eval_steps`` (a float
-``eval_steps < 1`` is a fraction of ``max_steps``, as in Trainer) and ``args.eval_delay``, and also
-evaluates at the last step when that step is not on the schedule (as Trainer does).
-transformers' Trainer refuses ``eval_strategy != "no"`` without an ``eval_dataset`` at
-construction, so for a run with no eval dataset give the callback its own schedule
-(``eval_strategy="steps", eval_steps=N`` or ``eval_strategy="epoch"`` here) and leave
-``args.eval_strategy="no"``.  When the Trainer is attached and has no eval dataset, the callback
-also clears ``control.should_evaluate`` after its own evaluation so Trainer never calls its own.
+Schedule.  Trainer's own: ``args.eval_strategy`` / ``args.eval_steps`` / ``args.eval_delay`` (and the last
+step, as Trainer does).  At each evaluation `UnlearningTrainer.evaluate` computes the unlearning losses
+on its eval dataset (the forget pairs by default: ``eval_loss``, ``eval_forget_loss``, ...) and runs the
+benchmark once (:meth:`ForgetQualityCallback.run`, sharded over the processes as the benchmark does it);
+its returned metrics hold both, the benchmark's as ``eval_<benchmark>/<summary key>``
+(``eval_tofu/forget_quality``; None values left out).  So ``metric_for_best_model="tofu/forget_quality"``
+(Trainer adds the ``eval_``) with ``load_best_model_at_end`` picks the checkpoint by forget quality; set
+``greater_is_better=False`` for a forget metric that falls as it forgets (WMDP's ``wmdp_max_acc``).
+The callback's own ``eval_strategy`` / ``eval_steps`` are deprecated: with ``args.eval_strategy="no"``
+they become the Trainer's schedule (with a warning).
 
-Logging.  Metrics go out as ``<benchmark>/<summary key>`` (``tofu/forget_quality``,
-``tofu/model_utility``, ...; None values are left out).  With a trainer attached (``attach`` or
-the ``trainer`` argument) they are logged through ``transformers.Trainer.log`` -- the base
-implementation, so subclass overrides that post-process *training* logs (UnlearningTrainer merges
-and clears its running loss terms there) are not triggered -- which appends to
-``state.log_history`` and reaches every reporting integration.  Without a trainer they are
-appended to ``state.log_history`` only.  Every evaluation is also appended to the history JSON
-(the benchmark's ``history_file`` in ``output_dir``, ``tofu_history.json`` for TOFU), with the
-best step so far.
+Logging.  The evaluation is one log entry, Trainer's: the losses as ``eval_*`` and the benchmark's
+metrics under their names ``<benchmark>/<summary key>`` (``tofu/forget_quality``, ``tofu/model_utility``,
+...).  Every evaluation is also appended to the history JSON (the benchmark's ``history_file`` in
+``output_dir``, ``tofu_history.json`` for TOFU), with the best step so far.
 
-Stop rule and best checkpoint, on the benchmark's headline metrics (TOFU: ``forget_quality`` and
-``model_utility``).  With both ``target_forget_quality`` and ``min_model_utility`` given, training
-stops (``control.should_training_stop``) at the first evaluation whose forget metric reaches the
-target (``>=``, or ``<=`` for a benchmark whose forget metric falls as it forgets) with the utility
-metric ``>= floor``.  The best evaluation is the one with the best forget metric among those with
-utility ``>= floor`` (any utility without a rule); TOFU's needs a retain reference.  ``best_step``
-and its metrics are recorded in the history JSON, and ``state.best_metric`` /
-``state.best_model_checkpoint`` are set when
-``checkpoint-<best_step>`` exists in ``output_dir`` (checked after every save) and
-``args.metric_for_best_model`` is not set (then Trainer owns those fields).
+Stop rule (:class:`StopRuleCallback`, which the callback adds when given both ``target_forget_quality``
+and ``min_model_utility``): training stops (``control.should_training_stop``) at the first evaluation
+whose forget metric reaches the target (``>=``, or ``<=`` for a benchmark whose forget metric falls as
+it forgets) with the utility metric ``>= floor``.  The history's best evaluation is the one with the best
+forget metric among those with utility ``>= floor`` (any utility without a rule); ``best_checkpoint`` is
+``checkpoint-<best_step>`` once it exists in ``output_dir``.  ``state.best_metric`` /
+``state.best_model_checkpoint`` are Trainer's (``metric_for_best_model``).
 
 Several processes: every rank runs the evaluation (the benchmark shards its scoring and gathers it,
 so all ranks get the same numbers and take the same stop decision); rank 0 writes the history file.
@@ -49,6 +44,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -66,8 +62,52 @@ def _strategy_value(strategy) -> str:
     return str(getattr(strategy, "value", strategy))
 
 
+def metric_key(benchmark: Benchmark, key: str, prefix: str = "eval") -> str:
+    """The key of benchmark summary value `key` in `UnlearningTrainer.evaluate`'s metrics (``eval_tofu/forget_quality``)."""
+    return f"{prefix}_{benchmark.name}/{key}"
+
+
+class StopRuleCallback(TrainerCallback):
+    """Stops training at the first evaluation whose forget metric reaches `target_forget_quality` while its
+    utility metric stays ``>= min_model_utility``; reads `UnlearningTrainer.evaluate`'s metrics."""
+
+    def __init__(self, benchmark: Union[str, Benchmark], target_forget_quality: float, min_model_utility: float):
+        self.benchmark = get_benchmark(benchmark)
+        low, high = self.benchmark.metric_range
+        for name, value in (("target_forget_quality", target_forget_quality), ("min_model_utility", min_model_utility)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not low <= value <= high:
+                from ..validation import RunInputError
+
+                metric = self.benchmark.forget_metric if name == "target_forget_quality" else \
+                    self.benchmark.utility_metric
+                raise RunInputError(f"{name} must be a number in [{low:g}, {high:g}] (the range of "
+                                    f"{self.benchmark.name}'s {metric}), got {value!r}: a target outside it is "
+                                    "never reached.")
+        self.target_forget_quality = target_forget_quality
+        self.min_model_utility = min_model_utility
+
+    def is_met(self, summary: Mapping[str, Any]) -> bool:
+        """Whether a benchmark summary (unprefixed keys) meets the rule."""
+        bench = self.benchmark
+        forget, utility = summary.get(bench.forget_metric), summary.get(bench.utility_metric)
+        sign = 1.0 if bench.forget_metric_higher_is_better else -1.0
+        return (forget is not None and utility is not None and utility >= self.min_model_utility
+                and sign * forget >= sign * self.target_forget_quality)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        bench = self.benchmark
+        summary = {key: (metrics or {}).get(metric_key(bench, key)) for key in (bench.forget_metric, bench.utility_metric)}
+        if self.is_met(summary):
+            logger.info("%s stop rule met at step %d: %s %.4g (target %g) and %s %.4g >= %g.", bench.name,
+                        state.global_step, bench.forget_metric, summary[bench.forget_metric], self.target_forget_quality,
+                        bench.utility_metric, summary[bench.utility_metric], self.min_model_utility)
+            control.should_training_stop = True
+        return control
+
+
 class ForgetQualityCallback(TrainerCallback):
-    """Runs a registered benchmark's ``evaluate`` during training; see the module docstring.
+    """A benchmark evaluation for `UnlearningTrainer.evaluate`; see the module docstring.
 
     Args:
         dataset_name: the benchmark's data (TOFU: Hub id or local TOFU-format folder); joins ``options``.
@@ -76,13 +116,14 @@ class ForgetQualityCallback(TrainerCallback):
         target_forget_quality, min_model_utility: the stop rule on the benchmark's forget and utility
             headline metrics; give both or neither.
         history_path: the history JSON; default ``<output_dir>/<benchmark history_file>``.
-        eval_strategy, eval_steps: the callback's own schedule ("steps"/"epoch"/"no"); default:
-            follow ``args.eval_strategy`` / ``args.eval_steps``.
-        trainer: the Trainer, to log through it (or call :meth:`attach`).
+        eval_strategy, eval_steps: deprecated; used as the Trainer's schedule when ``args.eval_strategy="no"``.
+        trainer: an `UnlearningTrainer` to attach to (or pass the callback in its ``callbacks``).
         show_progress: progress bars during each evaluation.
         **options: the benchmark's own options, checked now by its ``check`` (TOFU: forget_split,
             holdout_split, retain_reference, subsample = first N questions of each split, max_new_tokens).
     """
+
+    runs_in_evaluate = True  # UnlearningTrainer adopts it as the benchmark its evaluate() runs
 
     def __init__(
         self,
@@ -108,18 +149,9 @@ class ForgetQualityCallback(TrainerCallback):
             raise ValueError(
                 f"The stop rule needs both target_forget_quality and min_model_utility; only {given} was given."
             )
+        self.rule = None
         if target_forget_quality is not None:
-            for name, value in (("target_forget_quality", target_forget_quality),
-                                ("min_model_utility", min_model_utility)):
-                low, high = self.benchmark.metric_range
-                if not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
-                    from ..validation import RunInputError
-
-                    metric = self.benchmark.forget_metric if name == "target_forget_quality" else \
-                        self.benchmark.utility_metric
-                    raise RunInputError(f"{name} must be a number in [{low:g}, {high:g}] (the range of "
-                                        f"{self.benchmark.name}'s {metric}), got {value!r}: a target outside it is "
-                                        "never reached.")
+            self.rule = StopRuleCallback(self.benchmark, target_forget_quality, min_model_utility)
             needs = self.benchmark.forget_metric_needs
             if needs is not None and options.get(needs) is None:
                 raise ValueError(
@@ -137,54 +169,63 @@ class ForgetQualityCallback(TrainerCallback):
 
         self.options = self.benchmark.check(**options)  # fail now, with the fix; files read once
         self.batch_size = batch_size
-        self.target_forget_quality = target_forget_quality
-        self.min_model_utility = min_model_utility
         self.history_path = Path(history_path) if history_path is not None else None
         self.eval_strategy = _strategy_value(eval_strategy) if eval_strategy is not None else None
         self.eval_steps = eval_steps
-        self.trainer = trainer
+        self.trainer = None
         self.show_progress = show_progress
         self.history: list[dict] = []
         self.best: Optional[dict] = None
         self.latest_metrics: dict[str, float] = {}
-        self._last_eval_step: Optional[int] = None
+        if trainer is not None:
+            self.attach(trainer)
 
     # --- wiring ---------------------------------------------------------------------------------
     def attach(self, trainer) -> "ForgetQualityCallback":
-        """Logs through ``trainer``; adds this callback to it if it is not there yet."""
-        self.trainer = trainer
-        if self not in trainer.callback_handler.callbacks:
-            trainer.add_callback(self)
+        """Makes this the benchmark evaluation of `trainer` (an `UnlearningTrainer`); adds it (and its stop rule)
+        to its callbacks if they are not there yet. Passing the callback in ``callbacks=`` does the same."""
+        if not callable(getattr(trainer, "set_benchmark_evaluation", None)):
+            raise TypeError(
+                f"ForgetQualityCallback runs inside UnlearningTrainer.evaluate(), on the Trainer's evaluation "
+                f"schedule; {type(trainer).__name__} has no benchmark evaluation: use hf_unlearn.UnlearningTrainer, "
+                "or call the benchmark's evaluate yourself."
+            )
+        if trainer.benchmark_evaluation is not self:
+            trainer.set_benchmark_evaluation(self)
         return self
+
+    def _adopted_by(self, trainer) -> None:
+        """Called by `UnlearningTrainer.set_benchmark_evaluation`."""
+        self.trainer = trainer
+        if self.eval_strategy is not None:
+            _apply_own_schedule(self.eval_strategy, self.eval_steps, trainer.args)
+        if self.rule is not None and self.rule not in trainer.callback_handler.callbacks:
+            trainer.callback_handler.add_callback(self.rule)
 
     @property
     def stop_rule(self) -> bool:
-        return self.target_forget_quality is not None
+        return self.rule is not None
+
+    @property
+    def target_forget_quality(self) -> Optional[float]:
+        return None if self.rule is None else self.rule.target_forget_quality
+
+    @property
+    def min_model_utility(self) -> Optional[float]:
+        return None if self.rule is None else self.rule.min_model_utility
 
     def _history_file(self, args) -> Path:
         if self.history_path is not None:
             return self.history_path
         return Path(args.output_dir) / self.benchmark.history_file
 
-    # --- schedule -------------------------------------------------------------------------------
-    def _schedule(self, args) -> tuple[str, Optional[float], bool]:
-        if self.eval_strategy is not None:
-            return self.eval_strategy, self.eval_steps, False
-        return _strategy_value(args.eval_strategy), args.eval_steps, True
-
-    @staticmethod
-    def _absolute_steps(steps, max_steps: int) -> int:
-        if steps is None:
-            raise ValueError("eval_strategy='steps' needs eval_steps.")
-        if steps < 1:  # a fraction of the run, as TrainerState.compute_steps does
-            return max(1, math.ceil(max_steps * steps))
-        return int(steps)
-
     def on_train_begin(self, args, state, control, **kwargs):
-        strategy, steps, _ = self._schedule(args)
-        if strategy == "steps":
-            self._absolute_steps(steps, state.max_steps)  # fail now, not at the first step
-        self._last_eval_step = None
+        if self.trainer is None:
+            raise RuntimeError(
+                "ForgetQualityCallback was added to a Trainer without being its benchmark evaluation: pass it in "
+                "UnlearningTrainer(callbacks=[...]) or call callback.attach(trainer); UnlearningTrainer.evaluate() "
+                "runs it on the Trainer's eval_strategy / eval_steps."
+            )
         path = self._history_file(args)
         self.history, self.best = [], None
         if state.global_step > 0 and path.is_file():  # resuming: keep the evaluations up to here
@@ -197,83 +238,33 @@ class ForgetQualityCallback(TrainerCallback):
                 logger.warning("Could not read %s; starting a new evaluation history.", path)
         return control
 
-    def on_step_end(self, args, state, control, **kwargs):
-        strategy, steps, from_args = self._schedule(args)
-        if strategy != "steps":
-            return control
-        every = self._absolute_steps(steps, state.max_steps)
-        step = state.global_step
-        delay_ok = (not from_args) or (args.eval_delay or 0) <= step
-        due = step % every == 0
-        last = step >= state.max_steps and not due  # Trainer also evaluates at an off-schedule last step
-        if delay_ok and (due or last):
-            self._evaluate(args, state, control, **kwargs)
-        return control
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        strategy, _, from_args = self._schedule(args)
-        if strategy != "epoch":
-            return control
-        if from_args and (args.eval_delay or 0) > (state.epoch or 0):
-            return control
-        self._evaluate(args, state, control, **kwargs)
-        return control
-
     def on_save(self, args, state, control, **kwargs):
-        # Checkpoints are written after on_step_end / on_epoch_end: mark the best one once it exists.
-        if self.best is not None and self._mark_best_checkpoint(args, state):
+        # Checkpoints are written after the evaluation of their step: mark the best one once it exists.
+        if self.best is not None and self._mark_best_checkpoint(args):
             self._write_history(args, state)
         return control
 
     # --- evaluation -----------------------------------------------------------------------------
-    def _evaluate(self, args, state, control, **kwargs):
-        if self._last_eval_step == state.global_step:
-            return
-        self._last_eval_step = state.global_step
-        model = kwargs.get("model")
-        tokenizer = kwargs.get("processing_class") or kwargs.get("tokenizer")
-        if model is None or tokenizer is None:
-            raise ValueError(
-                "ForgetQualityCallback needs the model and the tokenizer: pass processing_class=tokenizer to the "
-                "Trainer."
-            )
+    def run(self, model, tokenizer, args, state, *, template=None, metric_key_prefix: str = "eval") -> dict:
+        """One benchmark evaluation of `model` (every process takes part): recorded in the history (and its
+        file), returned as metrics ``<prefix>_<benchmark>/<key>`` (numbers only: None values are left out)."""
         _, summary = self.benchmark.evaluate(
             model, tokenizer, batch_size=self.batch_size,
             show_progress=self.show_progress and state.is_world_process_zero,
-            template=getattr(self.trainer, "prompt_template", None),  # the format the pairs were built with
+            template=template,  # the format the pairs were built with
             **self.options,
         )
-        metrics = {  # loggers want numbers: None (no reference / no holdout) is left out
-            f"{self.benchmark.name}/{k}": float(v)
-            for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
-        self.latest_metrics = dict(metrics)
+        numbers = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.latest_metrics = {f"{self.benchmark.name}/{k}": v for k, v in numbers.items()}
         entry = {"step": state.global_step, "epoch": state.epoch, "metrics": dict(summary)}
         self.history.append(entry)
         self._update_best(entry)
-        self._log(args, state, control, metrics)
-
-        if self.stop_rule and self._meets_rule(summary):
-            bench = self.benchmark
-            logger.info(
-                "%s stop rule met at step %d: %s %.4g (target %g) and %s %.4g >= %g.", bench.name,
-                state.global_step, bench.forget_metric, summary[bench.forget_metric], self.target_forget_quality,
-                bench.utility_metric, summary[bench.utility_metric], self.min_model_utility,
-            )
-            control.should_training_stop = True
-        if self.trainer is not None and getattr(self.trainer, "eval_dataset", None) is None:
-            control.should_evaluate = False  # nothing for Trainer.evaluate to do
-        self._mark_best_checkpoint(args, state)
+        self._mark_best_checkpoint(args)
         self._write_history(args, state)
+        return {metric_key(self.benchmark, k, metric_key_prefix): v for k, v in numbers.items()}
 
     def _headline(self, summary: Mapping[str, Any]) -> tuple[Optional[float], Optional[float]]:
         return summary.get(self.benchmark.forget_metric), summary.get(self.benchmark.utility_metric)
-
-    def _meets_rule(self, summary: Mapping[str, Any]) -> bool:
-        forget, utility = self._headline(summary)
-        sign = 1.0 if self.benchmark.forget_metric_higher_is_better else -1.0
-        return (forget is not None and utility is not None and utility >= self.min_model_utility
-                and sign * forget >= sign * self.target_forget_quality)
 
     def _update_best(self, entry: dict) -> None:
         forget, utility = self._headline(entry["metrics"])
@@ -286,31 +277,14 @@ class ForgetQualityCallback(TrainerCallback):
             self.best = {"step": entry["step"], "epoch": entry.get("epoch"), "metrics": dict(entry["metrics"]),
                          "checkpoint": None}
 
-    def _mark_best_checkpoint(self, args, state) -> bool:
+    def _mark_best_checkpoint(self, args) -> bool:
         if self.best is None or self.best.get("checkpoint") is not None:
             return False
         path = Path(args.output_dir) / f"checkpoint-{self.best['step']}"
         if not path.is_dir():
             return False
         self.best["checkpoint"] = str(path)
-        if getattr(args, "metric_for_best_model", None) is None:
-            state.best_metric = self.best["metrics"][self.benchmark.forget_metric]
-            state.best_model_checkpoint = str(path)
         return True
-
-    def _log(self, args, state, control, metrics: dict[str, float]) -> None:
-        if self.trainer is not None:
-            from transformers import Trainer
-
-            # Logging clears control.should_log, which Trainer set for this step's training-loss line: keep it.
-            should_log = control.should_log
-            if isinstance(self.trainer, Trainer):
-                Trainer.log(self.trainer, dict(metrics))
-            else:
-                self.trainer.log(dict(metrics))
-            control.should_log = should_log
-        else:
-            state.log_history.append({**metrics, "epoch": state.epoch, "step": state.global_step})
 
     def _write_history(self, args, state) -> None:
         if not state.is_world_process_zero:
@@ -330,3 +304,24 @@ class ForgetQualityCallback(TrainerCallback):
             "best_checkpoint": best.get("checkpoint"),
             "history": self.history,
         })
+
+
+def _apply_own_schedule(strategy: str, steps: Optional[float], args) -> None:
+    """The deprecated ``ForgetQualityCallback(eval_strategy=..., eval_steps=...)``: one schedule, the Trainer's."""
+    from transformers.trainer_utils import IntervalStrategy
+
+    current = _strategy_value(args.eval_strategy)
+    if current == "no":
+        warnings.warn(
+            f"ForgetQualityCallback(eval_strategy={strategy!r}, eval_steps={steps!r}) is deprecated: the benchmark "
+            "is evaluated on the Trainer's schedule. Set eval_strategy / eval_steps in the UnlearningConfig; this "
+            "run uses the callback's.", FutureWarning, stacklevel=4)
+        args.eval_strategy = IntervalStrategy(strategy)
+        args.eval_steps = steps
+        args.do_eval = strategy != "no"
+    elif current != strategy or (strategy == "steps" and steps is not None and steps != args.eval_steps):
+        raise ValueError(
+            f"ForgetQualityCallback(eval_strategy={strategy!r}, eval_steps={steps!r}) and the Trainer's "
+            f"eval_strategy={current!r}, eval_steps={args.eval_steps!r} disagree: there is one evaluation schedule, "
+            "the Trainer's. Drop the callback's eval_strategy / eval_steps."
+        )
