@@ -23,10 +23,10 @@ from pathlib import Path
 
 import datasets
 import yaml
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import TrlParser, get_peft_config
 
 from hf_unlearn import UnlearningConfig
-from hf_unlearn.config import MuseScriptArguments, UnlearningScriptArguments
+from hf_unlearn.config import ModelArguments, MuseScriptArguments, UnlearningScriptArguments
 from hf_unlearn.data.muse import muse_strings
 from hf_unlearn.eval.benchmarks import get_benchmark
 from hf_unlearn.eval.benchmarks.muse import model_context
@@ -62,7 +62,7 @@ def benchmark_of(argv) -> str:
 
 def make_parser(benchmark: str = "tofu") -> TrlParser:
     script = MuseScriptArguments if benchmark == "muse" else UnlearningScriptArguments
-    return TrlParser((script, UnlearningConfig, ModelConfig, TunerArguments),
+    return TrlParser((script, UnlearningConfig, ModelArguments, TunerArguments),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -131,7 +131,7 @@ def main(argv=None):
         return load_model_and_tokenizer(
             model_args.model_name_or_path, script.dataset_name, dtype=model_args.dtype,
             trust_remote_code=script.trust_remote_code, revision=model_args.model_revision, seed=args.seed,
-            attn_implementation=model_args.attn_implementation,
+            attn_implementation=model_args.attn_implementation, gguf_file=model_args.gguf_file,
             tiny_corpus=muse_strings(script.dataset_name) if muse and model_args.model_name_or_path == TINY_PRESET
             else None)
 
