@@ -48,7 +48,37 @@ def test_retain_kl_positions_flag_reaches_the_kl_method(tmp_path, tokenizer, mak
     torch.testing.assert_close(logs["retain_loss"], expected, rtol=1e-12, atol=0)
 
 
-def test_mia_include_eos_scores_answer_and_eos(tmp_path, tokenizer, make_model):
+def peer_mia_scores(model, tokenizer, question: str, answer: str) -> dict:
+    """The reference evaluator's (open-unlearning) four attacks on one QA pair, written from its code: the loss
+    attack is evaluate_probability's avg_loss over every labelled token (answer + EOS); zlib divides it by the
+    zlib size of the answer; Min-K% and Min-K%++ read tokenwise_(vocab_)logprobs, which drop the last labelled
+    token (the EOS), with k = 0.4 and num_k = max(1, int(n * k))."""
+    import zlib
+
+    import numpy as np
+
+    from hf_unlearn.data.formatting import encode_qa
+
+    example = encode_qa(tokenizer, question, answer)
+    ids, labels = torch.tensor([example.input_ids]), torch.tensor([example.labels])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+    targets, labelled = labels[0, 1:], (labels[0, 1:] != -100)
+    token_lp = logp[labelled].gather(-1, targets[labelled, None]).squeeze(-1)
+    vocab = logp[labelled][:-1]
+    mu = (vocab.exp() * vocab).sum(-1)
+    sigma = ((vocab.exp() * vocab.square()).sum(-1) - mu.square()).clamp_min(1e-6).sqrt()
+    loss = float(-token_lp.mean())
+
+    def min_k(values):
+        values = np.sort(values.numpy())
+        return float(-values[: max(1, int(len(values) * 0.4))].mean())
+
+    return {"mia_loss": loss, "mia_zlib": loss / len(zlib.compress(answer.encode("utf-8"))),
+            "mia_min_k": min_k(token_lp[:-1]), "mia_min_k_plus_plus": min_k((token_lp[:-1] - mu) / sigma)}
+
+
+def test_mia_include_eos_reproduces_every_attack_of_the_reference_evaluator(tmp_path, tokenizer, make_model):
     from hf_unlearn.offline.synthetic import write_synthetic_tofu
     from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
 
@@ -57,11 +87,18 @@ def test_mia_include_eos_scores_answer_and_eos(tmp_path, tokenizer, make_model):
     model = make_model().double()
     kwargs = dict(forget_split="forget10", subsample=2, max_new_tokens=2, show_progress=False)
     with_eos, summary = evaluate_tofu(model, tokenizer, str(data), mia_include_eos=True, **kwargs)
+    without, _ = evaluate_tofu(model, tokenizer, str(data), mia_include_eos=False, **kwargs)
     assert with_eos["config"]["mia_include_eos"] is True and summary["mia_loss_auc"] is not None
-    for record in with_eos["forget"]:
-        # with EOS the loss score is the mean NLL over answer + EOS, i.e. the record's avg_nll (without it, the
-        # mean over the answer tokens alone, which differs)
-        assert record["mia_loss"] == pytest.approx(record["avg_nll"], rel=1e-9)
+    attacks = ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus")
+    for flag_on, flag_off in zip(with_eos["forget"] + with_eos["holdout"], without["forget"] + without["holdout"]):
+        peer = peer_mia_scores(model, tokenizer, flag_on["question"], flag_on["answer"])
+        for name in attacks:  # with the flag, all four attacks are the peer's
+            assert flag_on[name] == pytest.approx(peer[name], rel=1e-9), name
+        assert flag_on["mia_loss"] == pytest.approx(flag_on["avg_nll"], rel=1e-9)  # the loss over answer + EOS
+        # Without it, loss and zlib leave the EOS out (and differ); the Min-K scores are the same either way.
+        assert abs(flag_off["mia_loss"] - peer["mia_loss"]) > 1e-6
+        assert flag_off["mia_min_k"] == flag_on["mia_min_k"]
+        assert flag_off["mia_min_k_plus_plus"] == flag_on["mia_min_k_plus_plus"]
     json.dumps(with_eos)  # still plain JSON
 
 
