@@ -48,37 +48,8 @@ def test_retain_kl_positions_flag_reaches_the_kl_method(tmp_path, tokenizer, mak
     torch.testing.assert_close(logs["retain_loss"], expected, rtol=1e-12, atol=0)
 
 
-def peer_mia_scores(model, tokenizer, question: str, answer: str) -> dict:
-    """The reference evaluator's (open-unlearning) four attacks on one QA pair, written from its code: the loss
-    attack is evaluate_probability's avg_loss over every labelled token (answer + EOS); zlib divides it by the
-    zlib size of the answer; Min-K% and Min-K%++ read tokenwise_(vocab_)logprobs, which drop the last labelled
-    token (the EOS), with k = 0.4 and num_k = max(1, int(n * k))."""
-    import zlib
-
-    import numpy as np
-
-    from hf_unlearn.data.formatting import encode_qa
-
-    example = encode_qa(tokenizer, question, answer)
-    ids, labels = torch.tensor([example.input_ids]), torch.tensor([example.labels])
-    with torch.no_grad():
-        logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
-    targets, labelled = labels[0, 1:], (labels[0, 1:] != -100)
-    token_lp = logp[labelled].gather(-1, targets[labelled, None]).squeeze(-1)
-    vocab = logp[labelled][:-1]
-    mu = (vocab.exp() * vocab).sum(-1)
-    sigma = ((vocab.exp() * vocab.square()).sum(-1) - mu.square()).clamp_min(1e-6).sqrt()
-    loss = float(-token_lp.mean())
-
-    def min_k(values):
-        values = np.sort(values.numpy())
-        return float(-values[: max(1, int(len(values) * 0.4))].mean())
-
-    return {"mia_loss": loss, "mia_zlib": loss / len(zlib.compress(answer.encode("utf-8"))),
-            "mia_min_k": min_k(token_lp[:-1]), "mia_min_k_plus_plus": min_k((token_lp[:-1] - mu) / sigma)}
-
-
 def test_mia_include_eos_reproduces_every_attack_of_the_reference_evaluator(tmp_path, tokenizer, make_model):
+    from bench.conventions import peer_mia_scores
     from hf_unlearn.offline.synthetic import write_synthetic_tofu
     from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
 
@@ -109,3 +80,8 @@ def test_conventions_script_measures_every_row():
     assert len(rows) == 10
     ours, theirs, _ = rows["IdkDPO forget loss (beta 0.1): -log sigma / x 2/beta"]
     assert float(theirs) / float(ours) == pytest.approx(20.0, rel=1e-4)  # 2 / beta
+    from bench.conventions import ATTACKS, mia_include_eos_agreement
+
+    agreement = mia_include_eos_agreement(train_steps=2)
+    assert all(agreement[True][name] < 1e-9 for name in ATTACKS)  # the flag reproduces every attack
+    assert agreement[False]["mia_loss"] > 1e-3 and agreement[False]["mia_min_k"] < 1e-9
