@@ -50,6 +50,12 @@ DEFAULT_MIN_K = 0.4
 # Min-K%++ (sigma >= 1e-3); guards against near one-hot predictions.
 MIN_K_PP_VARIANCE_FLOOR = 1e-6
 
+#: How to read the MIA AUCs and PrivLeak of a summary (printed under it by the evaluation CLI).
+PRIVACY_READING = (
+    "mia_*_auc: forget vs holdout, 1 = every forget text scores as a member, 0.5 = chance (MUSE reports 1 - AUC). "
+    "privleak: MUSE's sign and scale, ~0 = like the retain / retrained model, strongly negative (to -100) = "
+    "under-unlearning, positive = over-unlearning.")
+
 MODEL_UTILITY_KEYS = (
     "retain_probability",
     "retain_rouge",
@@ -67,6 +73,7 @@ __all__ = [
     "DEFAULT_MIN_K",
     "MIN_K_PP_VARIANCE_FLOOR",
     "MODEL_UTILITY_KEYS",
+    "PRIVACY_READING",
     "answer_token_logprobs",
     "min_k_plus_plus_token_scores",
     "argmax_correct",
