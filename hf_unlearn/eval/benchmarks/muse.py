@@ -36,10 +36,10 @@ prompts                                                  their end, and BOS) to 
 Tokenisation is MUSE's: prompts and texts are plain text with the tokenizer's special tokens (BOS),
 no chat template; generations and the VerbMem reference are decoded as MUSE decodes them
 (``skip_special_tokens=True, clean_up_tokenization_spaces=True``, which transformers applies to
-non-BPE tokenizers only: :func:`muse_clean_up`). A privleak text is scored as
-``BOS + text + EOS``: the attacks read the text's tokens; the zlib attack divides by the zlib size of the
-whole text, as MUSE does, also where the text was cut to fit the context. ``muse_eval.json`` holds the per-item values; the retrain model's copy is the reference that
-gives ``privleak`` to an unlearned model's evaluation (its privleak texts must be the same).
+non-BPE tokenizers only: :func:`muse_clean_up`). A privleak text is scored as ``BOS + text + EOS``: the
+attacks read the text's tokens; the zlib attack divides by the zlib size of the whole text, as MUSE does,
+also where the text was cut to fit the context. ``muse_eval.json`` holds the per-item values; the retrain
+model's copy is the reference that gives ``privleak`` to an unlearned model's evaluation (its privleak texts must be the same).
 """
 
 from __future__ import annotations
@@ -317,8 +317,8 @@ def evaluate_muse(
         for row in items[key]:
             head = [bos] if bos is not None else []
             body, cut = keep_end(encode(row["text"], False), context - len(head) - 1, None)
-            privleak[key].append(((head + body + [eos], max(1, len(head))), cut, body))
-    too_short = [i for key in privleak for i, ((ids, n), _, _) in enumerate(privleak[key]) if len(ids) - n < 2]
+            privleak[key].append(((head + body + [eos], max(1, len(head))), cut))
+    too_short = [i for key in privleak for i, ((ids, n), _) in enumerate(privleak[key]) if len(ids) - n < 2]
     if too_short:
         raise ValueError(f"privleak texts {too_short[:10]} have fewer than 2 tokens to score.")
 
@@ -334,7 +334,7 @@ def evaluate_muse(
     verbmem_scores = score(scored, "MUSE verbmem: scoring")
     knowmem_out = {key: generate([ids for ids, _ in knowmem[key]], knowmem_max_new_tokens,
                                  f"MUSE {key.replace('_', ' ')}: generating") for key in knowmem}
-    privleak_scores = {key: score([seq for seq, _, _ in privleak[key]], f"MUSE {key.replace('_', ' ')}: scoring")
+    privleak_scores = {key: score([seq for seq, _ in privleak[key]], f"MUSE {key.replace('_', ' ')}: scoring")
                        for key in privleak}
 
     per_sample: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": {
@@ -369,7 +369,7 @@ def evaluate_muse(
         per_sample[key] = [
             {"index": i, "text_sha1": _sha1(row["text"]), "num_tokens": len(lps[i]), "truncated": cut,
              **{name: float(values[i]) for name, values in attacks.items()}}
-            for i, (row, (_, cut, _)) in enumerate(zip(items[key], privleak[key]))]
+            for i, (row, (_, cut)) in enumerate(zip(items[key], privleak[key]))]
     return per_sample, summarise(per_sample, reference_auc)
 
 
