@@ -1,7 +1,8 @@
 """``python -m bench.conventions``: the size of each definition difference listed in docs/conventions.md,
 on a small case: a tiny float64 Llama trained for 60 AdamW steps on the synthetic TOFU `full` split (so its
 answers are peaked, as a fine-tuned target's are), 4 forget / retain rows; the reference is that model with 2%
-noise on its weights. Prints one markdown table: ours, theirs, relative difference.
+noise on its weights. Prints one markdown table: ours, theirs, relative difference; then how closely each MIA
+attack of the TOFU evaluation matches the reference evaluator's, with and without ``--mia_include_eos``.
 
 The "theirs" formulas are written out here from the reference evaluator (open-unlearning), the original TOFU
 code and the WMDP code, as docs/conventions.md describes them.
@@ -11,6 +12,11 @@ from __future__ import annotations
 
 import copy
 import math
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -166,11 +172,62 @@ def measure(seed: int = 0, train_steps: int = 60) -> list[tuple[str, str, str, s
     return rows
 
 
+def peer_mia_scores(model, tokenizer, question: str, answer: str) -> dict:
+    """The reference evaluator's (open-unlearning) four attacks on one QA pair, written from its code: the loss
+    attack is evaluate_probability's avg_loss over every labelled token (answer + EOS); zlib divides it by the
+    zlib size of the answer; Min-K% and Min-K%++ read tokenwise_(vocab_)logprobs, which drop the last labelled
+    token (the EOS), with k = 0.4 and num_k = max(1, int(n * k))."""
+    example = encode_qa(tokenizer, question, answer)
+    ids, labels = torch.tensor([example.input_ids]), torch.tensor([example.labels])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+    targets, labelled = labels[0, 1:], (labels[0, 1:] != -100)
+    token_lp = logp[labelled].gather(-1, targets[labelled, None]).squeeze(-1)
+    vocab = logp[labelled][:-1]
+    mu = (vocab.exp() * vocab).sum(-1)
+    sigma = ((vocab.exp() * vocab.square()).sum(-1) - mu.square()).clamp_min(1e-6).sqrt()
+    loss = float(-token_lp.mean())
+
+    def min_k(values):
+        values = np.sort(values.numpy())
+        return float(-values[: max(1, int(len(values) * 0.4))].mean())
+
+    return {"mia_loss": loss, "mia_zlib": loss / len(zlib.compress(answer.encode("utf-8"))),
+            "mia_min_k": min_k(token_lp[:-1]), "mia_min_k_plus_plus": min_k((token_lp[:-1] - mu) / sigma)}
+
+
+ATTACKS = ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus")
+
+
+def mia_include_eos_agreement(seed: int = 0, train_steps: int = 60) -> dict[bool, dict[str, float]]:
+    """Largest per-question |ours - the reference evaluator's| of each MIA attack, with --mia_include_eos on
+    (True) and off (False), over the forget10 and holdout10 questions of the synthetic TOFU."""
+    from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
+    from hf_unlearn.offline.synthetic import write_synthetic_tofu
+
+    _, tok, model, _ = _setup(seed, train_steps)
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "tofu"
+        write_synthetic_tofu(data, num_authors=20, questions_per_author=5, seed=seed)
+        out = {}
+        for flag in (True, False):
+            per_sample, _ = evaluate_tofu(model, tok, str(data), forget_split="forget10", mia_include_eos=flag,
+                                          max_new_tokens=2, show_progress=False)
+            records = per_sample["forget"] + per_sample["holdout"]
+            peer = [peer_mia_scores(model, tok, r["question"], r["answer"]) for r in records]
+            out[flag] = {name: max(abs(r[name] - p[name]) for r, p in zip(records, peer)) for name in ATTACKS}
+    return out
+
+
 def main() -> None:
     torch.set_num_threads(1)
     print("| difference | ours | theirs | relative |\n|---|---|---|---|")
     for row in measure():
         print("| " + " | ".join(row) + " |")
+    agreement = mia_include_eos_agreement()
+    print("\n| attack: max per-question abs(ours - reference evaluator) | --mia_include_eos | without |\n|---|---|---|")
+    for name in ATTACKS:
+        print(f"| {name} | {agreement[True][name]:.2g} | {agreement[False][name]:.2g} |")
 
 
 if __name__ == "__main__":

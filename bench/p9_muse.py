@@ -157,8 +157,10 @@ def run(ctx: C.BenchContext) -> dict:
         numbers={"table": {name: {k: s.get(k) for k in COLUMNS} for name, s in table.items()}, "runs": runs,
                  "seconds": info["seconds"], "markdown": "\n".join(lines)},
         settings=settings(ctx),
-        notes=["privleak = (AUC_minK - AUC_retrain) / AUC_retrain * 100 (MUSE): ~0 ideal, > 0 under-, < 0 "
-               "over-unlearning; the retrain row is its own reference (0 by definition).",
+        notes=["privleak = MUSE's PrivLeak, (A - A_retrain) / A_retrain * 100 with MUSE's Min-K% AUC A = 1 - "
+               "mia_min_k_auc: ~0 = like the retrained model, strongly negative (to -100) = under-unlearning, positive "
+               "= over-unlearning; the retrain row is the reference (evaluated before it exists: null). mia_min_k_auc: "
+               "1 = every forget text scores as a member, 0.5 = chance.",
                "The synthetic articles open with a fact box of Question/Answer lines (hf_unlearn.offline.muse_synthetic): "
                "a tiny model trained from scratch has no pretraining to answer questions about prose."],
     )

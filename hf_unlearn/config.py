@@ -247,8 +247,9 @@ class UnlearningScriptArguments:
     max_new_tokens: int = field(default=200, metadata={"help": "Greedy generation length for ROUGE (TOFU: 200)."})
     mia_include_eos: bool = field(
         default=False,
-        metadata={"help": "TOFU MIA loss / zlib / Min-K% scores include the closing EOS, as the reference evaluator "
-                          "computes them. Default off: answer tokens only (docs/conventions.md)."},
+        metadata={"help": "TOFU evaluation: the MIA loss and zlib scores include the closing EOS, as the reference "
+                          "evaluator computes them (its Min-K%% and Min-K%%++ leave it out, as ours always do). "
+                          "Default off: answer tokens only (docs/conventions.md)."},
     )
     target_forget_quality: float | None = field(
         default=None, metadata={"help": "Stop when forget quality reaches this while utility stays >= min_model_utility."}

@@ -36,8 +36,8 @@ RESULT_ROWS = (
     ("wf_prob", "World facts probability"),
     ("wf_rouge", "World facts ROUGE-L recall"),
     ("wf_truth_ratio", "World facts truth ratio"),
-    ("privleak", "PrivLeak"),
-    ("mia_min_k_auc", "Min-K% MIA AUC (forget vs holdout)"),
+    ("privleak", "PrivLeak (MUSE's sign: ~0 like the retrained model, < 0 under-, > 0 over-unlearning)"),
+    ("mia_min_k_auc", "Min-K% MIA AUC, forget vs holdout (1 = forget texts all member-like, 0.5 = chance)"),
     ("extraction_strength", "Extraction strength"),
     ("exact_memorization", "Exact memorisation"),
 )

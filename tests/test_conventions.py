@@ -48,7 +48,8 @@ def test_retain_kl_positions_flag_reaches_the_kl_method(tmp_path, tokenizer, mak
     torch.testing.assert_close(logs["retain_loss"], expected, rtol=1e-12, atol=0)
 
 
-def test_mia_include_eos_scores_answer_and_eos(tmp_path, tokenizer, make_model):
+def test_mia_include_eos_reproduces_every_attack_of_the_reference_evaluator(tmp_path, tokenizer, make_model):
+    from bench.conventions import peer_mia_scores
     from hf_unlearn.offline.synthetic import write_synthetic_tofu
     from hf_unlearn.eval.benchmarks.tofu import evaluate_tofu
 
@@ -57,11 +58,18 @@ def test_mia_include_eos_scores_answer_and_eos(tmp_path, tokenizer, make_model):
     model = make_model().double()
     kwargs = dict(forget_split="forget10", subsample=2, max_new_tokens=2, show_progress=False)
     with_eos, summary = evaluate_tofu(model, tokenizer, str(data), mia_include_eos=True, **kwargs)
+    without, _ = evaluate_tofu(model, tokenizer, str(data), mia_include_eos=False, **kwargs)
     assert with_eos["config"]["mia_include_eos"] is True and summary["mia_loss_auc"] is not None
-    for record in with_eos["forget"]:
-        # with EOS the loss score is the mean NLL over answer + EOS, i.e. the record's avg_nll (without it, the
-        # mean over the answer tokens alone, which differs)
-        assert record["mia_loss"] == pytest.approx(record["avg_nll"], rel=1e-9)
+    attacks = ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus")
+    for flag_on, flag_off in zip(with_eos["forget"] + with_eos["holdout"], without["forget"] + without["holdout"]):
+        peer = peer_mia_scores(model, tokenizer, flag_on["question"], flag_on["answer"])
+        for name in attacks:  # with the flag, all four attacks are the peer's
+            assert flag_on[name] == pytest.approx(peer[name], rel=1e-9), name
+        assert flag_on["mia_loss"] == pytest.approx(flag_on["avg_nll"], rel=1e-9)  # the loss over answer + EOS
+        # Without it, loss and zlib leave the EOS out (and differ); the Min-K scores are the same either way.
+        assert abs(flag_off["mia_loss"] - peer["mia_loss"]) > 1e-6
+        assert flag_off["mia_min_k"] == flag_on["mia_min_k"]
+        assert flag_off["mia_min_k_plus_plus"] == flag_on["mia_min_k_plus_plus"]
     json.dumps(with_eos)  # still plain JSON
 
 
@@ -72,3 +80,8 @@ def test_conventions_script_measures_every_row():
     assert len(rows) == 10
     ours, theirs, _ = rows["IdkDPO forget loss (beta 0.1): -log sigma / x 2/beta"]
     assert float(theirs) / float(ours) == pytest.approx(20.0, rel=1e-4)  # 2 / beta
+    from bench.conventions import ATTACKS, mia_include_eos_agreement
+
+    agreement = mia_include_eos_agreement(train_steps=2)
+    assert all(agreement[True][name] < 1e-9 for name in ATTACKS)  # the flag reproduces every attack
+    assert agreement[False]["mia_loss"] > 1e-3 and agreement[False]["mia_min_k"] < 1e-9

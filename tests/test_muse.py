@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import torch
 
@@ -47,12 +48,14 @@ def test_knowmem_stop_string_cut():
 
 
 def test_privleak_sign_and_scale():
-    assert M.muse_privleak(0.75, 0.5) == pytest.approx(50.0)  # forget set stands out more: under-unlearning
-    assert M.muse_privleak(0.25, 0.5) == pytest.approx(-50.0)  # less than for the retrained model: over-unlearning
-    assert M.muse_privleak(0.6, 0.6) == 0.0
-    assert M.muse_privleak(1.0, 0.8) == pytest.approx(25.0)
+    # metrics.privleak takes AUCs in mia_auc's orientation (1 = forget texts all score as members) and works
+    # on MUSE's AUC, 1 - that: (A - A_ref) / A_ref * 100.
+    assert M.privleak(0.75, 0.5) == pytest.approx(-50.0)  # forget set stands out more: under-unlearning
+    assert M.privleak(0.25, 0.5) == pytest.approx(50.0)  # less than for the retrained model: over-unlearning
+    assert M.privleak(0.6, 0.6) == 0.0
+    assert M.privleak(1.0, 0.2) == pytest.approx(-100.0)  # fully memorised: MUSE's -100
     with pytest.raises(ValueError, match="undefined"):
-        M.muse_privleak(0.5, 0.0)
+        M.privleak(0.5, 1.0)
     # Min-K% AUC convention: members (forget) scoring lower than non-members gives AUC 1.
     assert M.mia_auc([1.0, 2.0], [3.0, 4.0]) == 1.0
 
@@ -215,7 +218,7 @@ def test_evaluation_keys_privleak_and_left_cut(muse_dir, muse_model):
     # Against its own reference, PrivLeak is 0; against a reference with AUC 1 - or 0.5 - it is as defined.
     _, self_ref = evaluate(model, tokenizer, muse_dir, retain_reference=per_sample)
     assert self_ref["privleak"] == 0.0 and self_ref["retrain_min_k_auc"] == summary["mia_min_k_auc"]
-    assert summarise(per_sample, 0.5)["privleak"] == pytest.approx((summary["mia_min_k_auc"] - 0.5) / 0.5 * 100)
+    assert summarise(per_sample, 0.5)["privleak"] == pytest.approx((0.5 - summary["mia_min_k_auc"]) / 0.5 * 100)
     # A context too short for the prompts: they are cut from the left (keeping BOS and the end), and counted.
     per_cut, cut = evaluate(model, tokenizer, muse_dir, max_context=40)
     assert cut["num_truncated_prompts"] == sum(r["truncated"] for k in ("verbmem_forget", "knowmem_forget",
@@ -240,6 +243,123 @@ def test_reference_from_another_benchmark_or_corpus_is_refused(tmp_path, muse_di
         check_muse(str(other), retain_reference=per_sample, subsample=2)
     with pytest.raises(ValueError, match="subsample must be a positive integer"):
         check_muse(str(muse_dir), subsample=0)
+
+
+# --- parity with MUSE's official code (muse_bench), written out from its definitions ---------------------
+def official_privleak_text_scores(model, tokenizer, text: str) -> dict:
+    """muse_bench's privleak `inference`: the text tokenised with BOS, the model's own mean loss ("PPL"), that
+    over the zlib size of the whole text, and minus the mean of the lowest int(n * 0.4) token log-probs."""
+    import zlib
+
+    ids = torch.tensor([tokenizer.encode(text)])
+    with torch.no_grad():
+        out = model(ids, labels=ids)
+    logp = torch.log_softmax(out.logits[0, :-1].double(), -1).gather(-1, ids[0, 1:, None]).squeeze(-1).numpy()
+    k = int(len(logp) * 0.4)
+    return {"loss": out.loss.item(), "zlib": out.loss.item() / len(zlib.compress(bytes(text, "utf-8"))),
+            "min_k": float(-np.mean(np.sort(logp)[:k]))}
+
+
+def official_auc(forget: list, holdout: list) -> float:
+    """muse_bench's `sweep`: ROC on the negated score, forget = label 0, holdout = label 1."""
+    from sklearn.metrics import auc, roc_curve
+
+    fpr, tpr, _ = roc_curve(np.array([0] * len(forget) + [1] * len(holdout)), -np.array(forget + holdout))
+    return float(auc(fpr, tpr))
+
+
+def official_verbmem(model, tokenizer, prompt: str, gt: str, max_new_tokens: int) -> tuple[str, str]:
+    """muse_bench's verbmem: the reference is gt tokenised WITH the BOS, cut to max_new_tokens, decoded without
+    special tokens; the output is model.generate's greedy continuation, decoded the same way."""
+    decode = dict(skip_special_tokens=True, clean_up_tokenization_spaces=True)
+    input_ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=True).input_ids
+    gt_ids = tokenizer(gt, return_tensors="pt", add_special_tokens=True).input_ids[:, :max_new_tokens]
+    with torch.no_grad():
+        out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.batch_decode(out[:, input_ids.shape[1]:], **decode)[0], tokenizer.batch_decode(gt_ids, **decode)[0]
+
+
+@pytest.fixture(scope="module")
+def memorising_pair(muse_dir, muse_model):
+    """A "retrain" model (the untrained fixture) and an "unlearned" one that has seen the forget texts (a few
+    steps on them), so that MUSE's forget-vs-holdout AUCs are far from 0.5 and from each other."""
+    import copy
+
+    retrain, tokenizer = muse_model
+    memorised = copy.deepcopy(retrain)
+    optimizer = torch.optim.AdamW(memorised.parameters(), lr=1e-2)
+    texts = load_texts(str(muse_dir), "privleak/forget")
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    memorised.train()
+    for _ in range(15):
+        optimizer.zero_grad()
+        memorised(**batch, labels=labels).loss.backward()
+        optimizer.step()
+    memorised.eval()
+    return memorised, retrain, tokenizer
+
+
+def test_privleak_matches_the_official_code_in_sign_scale_and_orientation(muse_dir, memorising_pair):
+    memorised, retrain, tokenizer = memorising_pair
+    official_auc_of = {}
+    for name, model in (("memorised", memorised), ("retrain", retrain)):
+        per_sample, _ = evaluate(model, tokenizer, muse_dir)
+        scores = {key: [official_privleak_text_scores(model, tokenizer, row["text"])
+                        for row in load_muse_split(str(muse_dir), f"privleak/{key.split('_')[1]}").to_list()]
+                  for key in ("privleak_forget", "privleak_holdout")}
+        for key, rows in scores.items():  # per-text scores: ours = the official ones (float32 model)
+            for ours, theirs in zip(per_sample[key], rows):
+                assert ours["mia_loss"] == pytest.approx(theirs["loss"], rel=1e-5)
+                assert ours["mia_zlib"] == pytest.approx(theirs["zlib"], rel=1e-5)
+                assert ours["mia_min_k"] == pytest.approx(theirs["min_k"], rel=1e-5)
+        official_auc_of[name] = official_auc([r["min_k"] for r in scores["privleak_forget"]],
+                                             [r["min_k"] for r in scores["privleak_holdout"]])
+        if name == "retrain":
+            reference = per_sample
+    # Orientation: MUSE's AUC is 1 - ours; it falls towards 0 as the forget texts are memorised.
+    _, summary = evaluate(memorised, tokenizer, muse_dir, retain_reference=reference)
+    assert official_auc_of["memorised"] == pytest.approx(1 - summary["mia_min_k_auc"], abs=1e-12)
+    assert official_auc_of["retrain"] == pytest.approx(1 - summary["retrain_min_k_auc"], abs=1e-12)
+    assert official_auc_of["memorised"] < 0.2 < official_auc_of["retrain"]
+    official = (official_auc_of["memorised"] - official_auc_of["retrain"]) / official_auc_of["retrain"] * 100
+    assert summary["privleak"] == pytest.approx(official, abs=1e-9)
+    assert summary["privleak"] < -50  # memorised: strongly negative, MUSE's under-unlearning
+    # The earlier formula, relative to the un-negated AUC, had the opposite sign (and another scale).
+    before = (summary["mia_min_k_auc"] - summary["retrain_min_k_auc"]) / summary["retrain_min_k_auc"] * 100
+    assert before > 0
+
+
+def test_zlib_normaliser_is_the_whole_text_also_when_cut(muse_dir, muse_model):
+    import zlib
+
+    model, tokenizer = muse_model
+    per_sample, summary = evaluate(model, tokenizer, muse_dir, max_context=40)
+    texts = load_texts(str(muse_dir), "privleak/forget")
+    cut = [i for i, r in enumerate(per_sample["privleak_forget"]) if r["truncated"]]
+    assert cut  # the 40-token context cuts these texts
+    for i in cut:
+        record = per_sample["privleak_forget"][i]
+        assert record["mia_zlib"] == pytest.approx(record["mia_loss"] / len(zlib.compress(texts[i].encode())), rel=1e-12)
+
+
+def test_verbmem_reference_and_generation_match_the_official_code(muse_dir, muse_model):
+    from hf_unlearn.eval.benchmarks.muse import verbmem_reference_ids
+
+    model, tokenizer = muse_model
+    n = 6
+    per_sample, _ = evaluate(model, tokenizer, muse_dir)
+    rows = load_muse_split(str(muse_dir), "verbmem/forget").to_list()
+    assert tokenizer("x", add_special_tokens=True)["input_ids"][0] == tokenizer.bos_token_id  # the cut counts a BOS
+    for row, ours in zip(rows, per_sample["verbmem_forget"]):
+        output, reference = official_verbmem(model, tokenizer, row["prompt"], row["gt"], n)
+        assert ours["gt"] == reference and ours["generation"] == output
+        assert ours["rouge_l_f1"] == M.rouge_l_f1([output], [reference])[0]
+        # MUSE's reference holds n - 1 text tokens (the BOS takes one of the n); the earlier cut kept n.
+        assert len(verbmem_reference_ids(tokenizer, row["gt"], n)) == n - 1
+        before = tokenizer.decode(tokenizer(row["gt"], add_special_tokens=False)["input_ids"][:n], skip_special_tokens=True)
+        assert before != reference and before.startswith(reference.rstrip())
 
 
 # --- the scripts: the README's MUSE commands, as users run them (with a few steps and short generations) ---
@@ -305,7 +425,7 @@ def test_readme_muse_commands_end_to_end(readme_run):
     retrain_auc = M.mia_auc(*[[r["mia_min_k"] for r in json.loads(reference.read_text())[k]]
                               for k in ("privleak_forget", "privleak_holdout")])
     assert summary["retrain_min_k_auc"] == retrain_auc
-    assert summary["privleak"] == pytest.approx(M.muse_privleak(summary["mia_min_k_auc"], retrain_auc))
+    assert summary["privleak"] == pytest.approx(M.privleak(summary["mia_min_k_auc"], retrain_auc))
     assert (out / "model.safetensors").is_file() and json.loads((out / "run_info.json").read_text())["before"]
     card = (out / "README.md").read_text()
     assert "unlearn_method: npo" in card and "## Results (MUSE evaluation)" in card and "VerbMem on forget" in card

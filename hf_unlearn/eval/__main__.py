@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..data.formatting import PromptTemplateArguments, resolve_prompt_template
+from . import metrics as M
 from .benchmarks import DEFAULT_BENCHMARK, benchmark_names, get_benchmark
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -127,6 +128,8 @@ def format_summary(summary: dict) -> str:
     for key, value in summary.items():
         text = "n/a" if value is None else (f"{value:.6g}" if isinstance(value, float) else str(value))
         lines.append(f"{key:<{width}}  {text}")
+    if any(key.startswith("mia_") or key == "privleak" for key in summary):
+        lines.append("\n" + M.PRIVACY_READING)
     return "\n".join(lines)
 
 

@@ -50,6 +50,12 @@ DEFAULT_MIN_K = 0.4
 # Min-K%++ (sigma >= 1e-3); guards against near one-hot predictions.
 MIN_K_PP_VARIANCE_FLOOR = 1e-6
 
+#: How to read the MIA AUCs and PrivLeak of a summary (printed under it by the evaluation CLI).
+PRIVACY_READING = (
+    "mia_*_auc: forget vs holdout, 1 = every forget text scores as a member, 0.5 = chance (MUSE reports 1 - AUC). "
+    "privleak: MUSE's sign and scale, ~0 = like the retain / retrained model, strongly negative (to -100) = "
+    "under-unlearning, positive = over-unlearning.")
+
 MODEL_UTILITY_KEYS = (
     "retain_probability",
     "retain_rouge",
@@ -67,6 +73,7 @@ __all__ = [
     "DEFAULT_MIN_K",
     "MIN_K_PP_VARIANCE_FLOOR",
     "MODEL_UTILITY_KEYS",
+    "PRIVACY_READING",
     "answer_token_logprobs",
     "min_k_plus_plus_token_scores",
     "argmax_correct",
@@ -92,7 +99,6 @@ __all__ = [
     "KNOWMEM_STOP_STRINGS",
     "rouge_l_f1",
     "cut_at_stop_strings",
-    "muse_privleak",
 ]
 
 
@@ -511,12 +517,19 @@ def mia_auc(forget_scores: Any, holdout_scores: Any) -> float:
 
 
 def privleak(auc_min_k: float, reference_auc_min_k: Optional[float] = None) -> float:
-    """PrivLeak (MUSE): ``(a - a_ref) / a_ref * 100`` with ``a = 1 - AUC`` of
-    the Min-K% attack on the evaluated model and ``a_ref = 1 - AUC`` of the
-    same attack on the retain model (0.5 when no reference is given).
+    """PrivLeak (MUSE, Shi et al. 2024), for TOFU and MUSE alike: ``(A - A_ref) / A_ref * 100``.
 
-    ~0 is ideal, -> -100 when the forget set is fully recognisable, > 0 means
-    over-unlearned.  Raises ValueError when ``a_ref == 0``.
+    ``A`` and ``A_ref`` are AUCs of the Min-K% attack (forget vs holdout) in MUSE's orientation, on the
+    evaluated and on the retain / retrained model.  MUSE's code computes its ROC on the *negated* score
+    with forget = label 0 and holdout = label 1, so its AUC falls towards 0 when the forget set is
+    memorised: it is ``1 - AUC`` of :func:`mia_auc`.  Hence ``A = 1 - auc_min_k`` and ``A_ref =
+    1 - reference_auc_min_k`` (0.5 when no reference is given), both arguments in :func:`mia_auc`'s
+    orientation.
+
+    Reading (MUSE's): ~0 = the forget set stands out as much as for the retrained model (ideal);
+    strongly negative, down to -100, = under-unlearning (the forget set is still recognisable);
+    positive = over-unlearning (the forget set now scores as *less* member-like than for the retrained
+    model).  Raises ValueError when ``A_ref == 0`` (reference AUC 1).
     """
     auc = float(auc_min_k)
     if not 0.0 <= auc <= 1.0:
@@ -529,7 +542,8 @@ def privleak(auc_min_k: float, reference_auc_min_k: Optional[float] = None) -> f
             raise ValueError(f"privleak: reference AUC must be in [0, 1], got {ref}")
         a_ref = 1.0 - ref
     if a_ref == 0.0:
-        raise ValueError("privleak: reference AUC is 1, relative difference undefined")
+        raise ValueError("privleak: the reference's Min-K% AUC is 1 (MUSE's AUC 0), the relative difference is "
+                         "undefined")
     a = 1.0 - auc
     return (a - a_ref) / a_ref * 100.0
 
@@ -590,20 +604,3 @@ def cut_at_stop_strings(text: str, stops: Sequence[str] = KNOWMEM_STOP_STRINGS) 
     """``text`` up to (not including) the earliest occurrence of any stop string, stripped."""
     cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
     return text[:cut].strip()
-
-
-def muse_privleak(auc: float, auc_retrain: float) -> float:
-    """MUSE PrivLeak: ``(AUC_unlearned - AUC_retrain) / AUC_retrain * 100``.
-
-    Both AUCs are of the Min-K% Prob attack, forget (members) vs holdout (non-members), in
-    :func:`mia_auc`'s convention (higher = members easier to tell apart).  ~0 is ideal; large positive =
-    under-unlearning (the forget set still stands out more than for the retrained model), large
-    negative = over-unlearning.  Not TOFU's :func:`privleak`, which is relative to ``1 - AUC``.
-    """
-    auc, ref = float(auc), float(auc_retrain)
-    for name, value in (("AUC", auc), ("retrain AUC", ref)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"muse_privleak: {name} must be in [0, 1], got {value}")
-    if ref == 0.0:
-        raise ValueError("muse_privleak: the retrain model's AUC is 0, the relative difference is undefined")
-    return (auc - ref) / ref * 100.0

@@ -570,9 +570,11 @@ def generate_from_ids(
     desc: str = "generating",
     strategy: str = "auto",
     stats: Optional[DecodeStats] = None,
+    clean_up_tokenization_spaces: Optional[bool] = None,
 ) -> list[str]:
     """Greedy continuations of tokenised prompts, decoded (new tokens only, cut at the first EOS,
-    special tokens skipped, not stripped).  The tokenizer is never modified.  ``strategy``:
+    special tokens skipped, not stripped; ``clean_up_tokenization_spaces`` is passed to ``decode``,
+    None = the tokenizer's own setting).  The tokenizer is never modified.  ``strategy``:
 
     * ``"pool"``: :func:`hf_unlearn.eval.decoding.greedy_decode`, at most ``batch_size`` rows at once,
       finished rows dropped from the batch and its KV cache, new prompts prefilled as room frees up:
@@ -610,7 +612,8 @@ def generate_from_ids(
                                    device=_model_device(model), stats=stats, on_done=lambda i: bar.update(1))
         else:
             tokens = _generate_batches(model, tokenizer, prompts, batch_size, gen_config, stats, bar)
-    return [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+    return [tokenizer.decode(t, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces)
+            for t in tokens]
 
 
 def _generate_batches(model, tokenizer, prompts, batch_size, gen_config, stats, bar) -> list[list[int]]:

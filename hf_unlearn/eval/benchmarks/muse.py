@@ -4,8 +4,10 @@
 summary key        data                                  definition
 =================  ====================================  =============================================
 forget_verbmem_    verbmem/forget                        greedy continuation of ``prompt`` (128 new
-rouge                                                    tokens) vs ``gt`` cut to its first 128
-                                                         tokens; mean ROUGE-L F1 (no stemmer)
+rouge                                                    tokens) vs ``gt`` cut as MUSE cuts it: its
+                                                         first 128 tokens *with* the BOS (so 127 text
+                                                         tokens), decoded without special tokens;
+                                                         mean ROUGE-L F1 (no stemmer)
 forget_knowmem_    knowmem/forget_qa (shots:             few-shot ``Question: {q}\\nAnswer: {a}\\n\\n``
 rouge              forget_qa_icl)                        ... ``Question: {q}\\nAnswer: ``; greedy, 32 new
                                                          tokens, cut before "\\n\\n" / "\\nQuestion" /
@@ -13,20 +15,31 @@ rouge              forget_qa_icl)                        ... ``Question: {q}\\nA
 retain_knowmem_    knowmem/retain_qa (shots:             the same: the model's utility
 rouge              retain_qa_icl)
 mia_*_auc          privleak/forget (members) vs          loss, zlib, Min-K% and Min-K%++ (k = 40%)
-                   privleak/holdout (non-members)        attacks on the text tokens; ROC AUC
-privleak           the same + the retrain model's        (AUC_min_k - AUC_retrain) / AUC_retrain * 100
-                   ``muse_eval.json``                    (``metrics.muse_privleak``)
-extraction_        verbmem/forget, teacher-forced        mean over items, on the ``gt`` tokens
-strength,          on prompt + gt
+                   privleak/holdout (non-members)        attacks on the text tokens; ROC AUC in
+                                                         ``metrics.mia_auc``'s orientation: 1 = the
+                                                         forget texts all score as members, 0.5 = no
+                                                         better than chance (MUSE's own AUC is 1 - it)
+privleak           the same + the retrain model's        MUSE's PrivLeak, ``metrics.privleak``:
+                   ``muse_eval.json``                    (A - A_retrain) / A_retrain * 100 with A =
+                                                         MUSE's AUC = 1 - mia_min_k_auc; ~0 = like
+                                                         the retrained model, strongly negative (to
+                                                         -100) = under-unlearning, positive = over-
+                                                         unlearning
+retrain_min_k_auc  the retrain model's evaluation        its ``mia_min_k_auc`` (same orientation)
+extraction_        verbmem/forget, teacher-forced        mean over items, on the reference's text
+strength,          on prompt + gt                        tokens (the cut ``gt`` above)
 exact_memorization
 num_truncated_     every prompt and privleak text        how many were cut from the left (keeping
 prompts                                                  their end, and BOS) to fit the context
 =================  ====================================  =============================================
 
 Tokenisation is MUSE's: prompts and texts are plain text with the tokenizer's special tokens (BOS),
-no chat template. A privleak text is scored as ``BOS + text + EOS``: the attacks read the text's
-tokens. ``muse_eval.json`` holds the per-item values; the retrain model's copy is the reference that
-gives ``privleak`` to an unlearned model's evaluation (its privleak texts must be the same).
+no chat template; generations and the VerbMem reference are decoded as MUSE decodes them
+(``skip_special_tokens=True, clean_up_tokenization_spaces=True``, which transformers applies to
+non-BPE tokenizers only: :func:`muse_clean_up`). A privleak text is scored as ``BOS + text + EOS``: the
+attacks read the text's tokens; the zlib attack divides by the zlib size of the whole text, as MUSE does,
+also where the text was cut to fit the context. ``muse_eval.json`` holds the per-item values; the retrain
+model's copy is the reference that gives ``privleak`` to an unlearned model's evaluation (its privleak texts must be the same).
 """
 
 from __future__ import annotations
@@ -167,6 +180,22 @@ def keep_end(ids: list[int], budget: int, bos_id: Optional[int]) -> tuple[list[i
     return ids[len(ids) - budget:], True
 
 
+def muse_clean_up(tokenizer) -> bool:
+    """The ``clean_up_tokenization_spaces`` that MUSE's ``decode(..., clean_up_tokenization_spaces=True)`` gets:
+    True, except for BPE tokenizers, where transformers (>= 5) skips that clean-up anyway (with a warning that
+    would only confuse here)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return not (backend is not None and type(backend.model).__name__ == "BPE")
+
+
+def verbmem_reference_ids(tokenizer, gt: str, max_tokens: int) -> list[int]:
+    """The text tokens of MUSE's VerbMem reference: ``gt`` tokenised *with* the tokenizer's special tokens
+    and cut to `max_tokens` (so a BOS takes one of them), special tokens then dropped (MUSE decodes the cut
+    with ``skip_special_tokens=True``)."""
+    special = set(tokenizer.all_special_ids)
+    return [t for t in tokenizer(gt, add_special_tokens=True)["input_ids"][:max_tokens] if t not in special]
+
+
 def knowmem_prompt(shots: Sequence[Mapping], question: str) -> str:
     return "".join(SHOT_TEMPLATE.format(question=s["question"], answer=s["answer"]) for s in shots) + \
         QUESTION_TEMPLATE.format(question=question)
@@ -240,7 +269,8 @@ def evaluate_muse(
         dataset_name: ``muse-bench/MUSE-News`` / ``muse-bench/MUSE-Books`` or a local folder in MUSE's
             GitHub release layout (see :mod:`hf_unlearn.data.muse`).
         retain_reference: the retrain model's ``muse_eval.json`` (path, folder or dict): gives ``privleak``.
-        verbmem_max_new_tokens, knowmem_max_new_tokens: MUSE's 128 and 32 (also the ``gt`` cut).
+        verbmem_max_new_tokens, knowmem_max_new_tokens: MUSE's 128 and 32 (the first is also the ``gt`` cut,
+            BOS included as MUSE counts it).
         subsample: only the first N items of each split (quick evaluations during training).
         max_context: the model's context in tokens; default ``config.max_position_embeddings``.
         template: the evaluation layer's prompt format; not used: MUSE's prompts are plain text, as MUSE
@@ -257,16 +287,21 @@ def evaluate_muse(
     def encode(text: str, special: bool) -> list[int]:
         return tokenizer(text, add_special_tokens=special)["input_ids"]
 
-    # VerbMem: generate from the prompt; teacher-force prompt + gt (the first N gt tokens) for ES / EM.
+    clean_up = muse_clean_up(tokenizer)
+
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up)
+
+    # VerbMem: generate from the prompt; teacher-force prompt + the reference's tokens for ES / EM.
     verbmem, generate_prompts, scored = [], [], []
     for i, row in enumerate(items["verbmem_forget"]):
-        gt_ids = encode(row["gt"], False)[:verbmem_max_new_tokens]
+        gt_ids = verbmem_reference_ids(tokenizer, row["gt"], verbmem_max_new_tokens)
         if not gt_ids:
             raise ValueError(f"verbmem/forget row {i} has an empty gt: nothing to compare its continuation with.")
         prompt = encode(row["prompt"], True)
         gen_ids, cut_gen = keep_end(prompt, context - verbmem_max_new_tokens, bos)
         forced, cut_forced = keep_end(prompt, context - len(gt_ids) - 1, bos)
-        verbmem.append({"gt": tokenizer.decode(gt_ids, skip_special_tokens=True), "truncated": cut_gen or cut_forced})
+        verbmem.append({"gt": decode(gt_ids), "truncated": cut_gen or cut_forced})
         generate_prompts.append(gen_ids)
         scored.append((forced + gt_ids + [eos], len(forced)))
     # KnowMem: few-shot prompts.
@@ -283,14 +318,14 @@ def evaluate_muse(
         for row in items[key]:
             head = [bos] if bos is not None else []
             body, cut = keep_end(encode(row["text"], False), context - len(head) - 1, None)
-            privleak[key].append(((head + body + [eos], max(1, len(head))), cut, body))
-    too_short = [i for key in privleak for i, ((ids, n), _, _) in enumerate(privleak[key]) if len(ids) - n < 2]
+            privleak[key].append(((head + body + [eos], max(1, len(head))), cut))
+    too_short = [i for key in privleak for i, ((ids, n), _) in enumerate(privleak[key]) if len(ids) - n < 2]
     if too_short:
         raise ValueError(f"privleak texts {too_short[:10]} have fewer than 2 tokens to score.")
 
     def generate(prompts: list, max_new: int, desc: str) -> list[str]:
         return _sharded(lambda part: generate_from_ids(model, tokenizer, part, batch_size, max_new, show_progress,
-                                                       desc), prompts)
+                                                       desc, clean_up_tokenization_spaces=clean_up), prompts)
 
     def score(sequences: list, desc: str) -> list:
         return _sharded(lambda part: score_sequences(model, tokenizer, part, batch_size, True, show_progress, desc),
@@ -300,7 +335,7 @@ def evaluate_muse(
     verbmem_scores = score(scored, "MUSE verbmem: scoring")
     knowmem_out = {key: generate([ids for ids, _ in knowmem[key]], knowmem_max_new_tokens,
                                  f"MUSE {key.replace('_', ' ')}: generating") for key in knowmem}
-    privleak_scores = {key: score([seq for seq, _, _ in privleak[key]], f"MUSE {key.replace('_', ' ')}: scoring")
+    privleak_scores = {key: score([seq for seq, _ in privleak[key]], f"MUSE {key.replace('_', ' ')}: scoring")
                        for key in privleak}
 
     per_sample: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": {
@@ -327,15 +362,15 @@ def evaluate_muse(
     for key in privleak:
         scores = privleak_scores[key]
         lps = [s.token_logprobs for s in scores]
-        texts = [tokenizer.decode(body, skip_special_tokens=True) if cut else row["text"]
-                 for row, (_, cut, body) in zip(items[key], privleak[key])]
-        attacks = {"mia_loss": M.mia_loss_scores(lps), "mia_zlib": M.mia_zlib_scores(lps, texts),
+        # MUSE's zlib normaliser is the whole text's compressed size, also for a text cut to fit the context.
+        attacks = {"mia_loss": M.mia_loss_scores(lps),
+                   "mia_zlib": M.mia_zlib_scores(lps, [row["text"] for row in items[key]]),
                    "mia_min_k": M.mia_min_k_scores(lps),
                    "mia_min_k_plus_plus": M.mia_min_k_plus_plus_scores([s.min_k_plus_plus for s in scores])}
         per_sample[key] = [
             {"index": i, "text_sha1": _sha1(row["text"]), "num_tokens": len(lps[i]), "truncated": cut,
              **{name: float(values[i]) for name, values in attacks.items()}}
-            for i, (row, (_, cut, _)) in enumerate(zip(items[key], privleak[key]))]
+            for i, (row, (_, cut)) in enumerate(zip(items[key], privleak[key]))]
     return per_sample, summarise(per_sample, reference_auc)
 
 
@@ -351,10 +386,10 @@ def summarise(per_sample: dict, reference_auc: Optional[float] = None) -> dict:
         summary[f"{name}_auc"] = M.mia_auc([r[name] for r in forget], [r[name] for r in holdout])
     if reference_auc is not None:
         summary["retrain_min_k_auc"] = reference_auc
-        if reference_auc > 0:
-            summary["privleak"] = M.muse_privleak(summary["mia_min_k_auc"], reference_auc)
-        else:
-            logger.warning("The retrain reference's Min-K%% AUC is 0: privleak is undefined, left out.")
+        if reference_auc < 1:
+            summary["privleak"] = M.privleak(summary["mia_min_k_auc"], reference_auc)
+        else:  # MUSE's AUC of the retrain model, 1 - reference_auc, is 0: the relative difference is undefined
+            logger.warning("The retrain reference's Min-K%% AUC is 1: privleak is undefined, left out.")
     summary["extraction_strength"] = float(np.mean([r["extraction_strength"] for r in verbmem]))
     summary["exact_memorization"] = float(np.mean([r["exact_memorization"] for r in verbmem]))
     summary["num_truncated_prompts"] = int(sum(r["truncated"] for key in SPLITS for r in per_sample[key]))
@@ -373,10 +408,12 @@ class MuseOptions:
     retain_reference: Optional[str] = field(
         default=None,
         metadata={"help": "muse_eval.json of the retrain model (trained without the forget set), evaluated on the same "
-                          "corpus: gives privleak (null without it)."},
+                          "corpus: gives privleak (MUSE's sign: ~0 like the retrained model, strongly negative = "
+                          "under-unlearning, positive = over-unlearning; null without it)."},
     )
     verbmem_max_new_tokens: int = field(
-        default=VERBMEM_MAX_NEW_TOKENS, metadata={"help": "VerbMem continuation length and gt cut. Default 128 (MUSE)."}
+        default=VERBMEM_MAX_NEW_TOKENS,
+        metadata={"help": "VerbMem continuation length and gt cut (counted with the BOS, as MUSE). Default 128 (MUSE)."}
     )
     knowmem_max_new_tokens: int = field(
         default=KNOWMEM_MAX_NEW_TOKENS, metadata={"help": "KnowMem answer length. Default 32 (MUSE)."}

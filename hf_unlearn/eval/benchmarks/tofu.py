@@ -344,11 +344,13 @@ def _split_records(key: str, rows: list[dict], raw: list[dict], mia_include_eos:
         norm = [float(M.normalised_probability([a], [list(r["pert"])])[0]) for a, r in zip(avg, raw)]
     if key in _TOKEN_STATS:
         lps = [a.token_logprobs for a in answers]
-        if mia_include_eos:  # the reference evaluator's convention: the closing EOS's log-prob counts too
-            lps = [np.append(lp, -a.avg_nll * a.num_tokens - float(np.sum(lp))) for lp, a in zip(lps, answers)]
+        # The reference evaluator's loss and zlib attacks count the closing EOS's log-prob; its Min-K% and
+        # Min-K%++ attacks drop it (open-unlearning's tokenwise_logprobs), as ours always do.
+        loss_lps = ([np.append(lp, -a.avg_nll * a.num_tokens - float(np.sum(lp))) for lp, a in zip(lps, answers)]
+                    if mia_include_eos else lps)
         mia = {
-            "mia_loss": M.mia_loss_scores(lps),
-            "mia_zlib": M.mia_zlib_scores(lps, [row["answer"] for row in rows]),
+            "mia_loss": M.mia_loss_scores(loss_lps),
+            "mia_zlib": M.mia_zlib_scores(loss_lps, [row["answer"] for row in rows]),
             "mia_min_k": M.mia_min_k_scores(lps),
             "mia_min_k_plus_plus": M.mia_min_k_plus_plus_scores([a.min_k_plus_plus for a in answers]),
         }
@@ -545,8 +547,10 @@ def evaluate_tofu(
         max_new_tokens: generation length for ROUGE (greedy, stops at EOS).
         subsample: evaluate only the first N questions of every split (quick checks during training).
         show_progress: tqdm bars (on rank 0 only).
-        mia_include_eos: MIA loss / zlib / Min-K% scores over the answer tokens and the closing EOS (the
-            reference evaluator's convention; docs/conventions.md) instead of the answer tokens alone.
+        mia_include_eos: MIA loss and zlib scores over the answer tokens and the closing EOS instead of the
+            answer tokens alone; with it all four attacks are computed as the reference evaluator
+            (open-unlearning) computes them, whose Min-K% and Min-K%++ leave the EOS out as ours always do
+            (docs/conventions.md).
         mia_gradnorm: run the gradient-norm attack (one backward per forget and holdout answer; not under
             ZeRO-3, where it is left out).
         mia_reference_model: the reference attack's model (a model or a path); default: the retain
@@ -604,6 +608,14 @@ def evaluate_tofu(
 
 
 
+#: One help text for the flag of the evaluation CLI and of the training scripts. argparse %-formats help
+#: strings: a bare percent sign must be written %%.
+MIA_INCLUDE_EOS_HELP = (
+    "MIA loss and zlib scores include the closing EOS, as the reference evaluator (open-unlearning) computes "
+    "them; Min-K%% and Min-K%%++ leave it out either way, as it does. With the flag all four attacks match it "
+    "(docs/conventions.md). Default off: the answer tokens only.")
+
+
 @dataclass
 class TofuOptions:
     """TOFU's flags of ``python -m hf_unlearn.eval --benchmark tofu`` (the keywords of :func:`evaluate_tofu`)."""
@@ -636,8 +648,7 @@ class TofuOptions:
     )
     mia_include_eos: bool = field(
         default=False,
-        metadata={"help": "MIA loss / zlib / Min-K% scores include the closing EOS, as the reference evaluator "
-                          "(open-unlearning) computes them. Default off: the answer tokens only (docs/conventions.md)."},
+        metadata={"help": MIA_INCLUDE_EOS_HELP},
     )
     mia_gradnorm: bool = field(
         default=True,

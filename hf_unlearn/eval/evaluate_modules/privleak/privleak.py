@@ -9,9 +9,10 @@ from hf_unlearn.eval import metrics
 _DESCRIPTION = """PrivLeak (MUSE, Shi et al. 2024): how much more (or less) the forget set stands out to a
 membership-inference attack on the evaluated model than on the retain (retrained) model, in percent. The attack is
 Min-K% Prob (k = 40%: minus the mean of the lowest 40% token log-probabilities), its AUC is forget (members)
-against holdout (non-members), and PrivLeak is the library's formula for the config: "tofu" for
-hf_unlearn.eval.metrics.privleak (TOFU evaluation) and "muse" for metrics.muse_privleak (MUSE evaluation).
-~0 is ideal. Undefined (None) where the library's formula is (a degenerate reference AUC)."""
+against holdout (non-members), and PrivLeak is hf_unlearn.eval.metrics.privleak, MUSE's sign and scale for both
+configs ("tofu", "muse": the same formula since 2026-12-04): (A - A_ref) / A_ref x 100 on MUSE's AUCs (1 - ours).
+~0 is like the retrained model, strongly negative is under-unlearning, positive over-unlearning. Undefined (None)
+where the formula is (a degenerate reference AUC)."""
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -26,7 +27,7 @@ Returns:
 _CITATION = """@article{shi2024muse, title={MUSE: Machine Unlearning Six-Way Evaluation for Language Models},
 author={Shi, Weijia and others}, journal={arXiv preprint arXiv:2407.06460}, year={2024}}"""
 
-FORMULAS = {"tofu": metrics.privleak, "muse": metrics.muse_privleak}
+FORMULAS = {"tofu": metrics.privleak, "muse": metrics.privleak}  # one PrivLeak for both benchmarks
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
