@@ -11,7 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: (how it is run, the arguments before --help). A path runs as a script, a dotted name as `python -m`.
 HELP_INVOCATIONS = [
+    ("examples/convert_gguf.py", []),
     ("examples/demo.py", []),
+    ("examples/demo_real.py", []),
     ("examples/finetune_muse.py", []),
     ("examples/finetune_tofu.py", []),
     ("examples/run_muse.py", []),
@@ -19,6 +21,8 @@ HELP_INVOCATIONS = [
     ("examples/run_sequential.py", ["--benchmark", "muse"]),
     ("examples/run_tofu.py", []),
     ("examples/run_wmdp.py", []),
+    ("examples/tune.py", []),
+    ("examples/tune.py", ["--benchmark", "muse"]),
     ("hf_unlearn.eval", []),
     ("hf_unlearn.eval", ["--benchmark", "muse"]),
     ("hf_unlearn.eval", ["--benchmark", "wmdp"]),
@@ -28,6 +32,7 @@ HELP_INVOCATIONS = [
     ("bench.eval_model", []),
     ("bench.fixed_seed_check", []),
     ("bench.gpu", []),
+    ("bench.real_lm", []),
 ]
 #: Entry points that take no arguments (nothing to --help).
 NO_ARGUMENTS = {"bench/conventions.py"}
