@@ -11,6 +11,7 @@ _EXPORTS = {
     "UnlearningPairs": ".data.pairing",
     "build_unlearning_dataset": ".data.pairing",
     "METHODS": ".methods",
+    "InfluenceStep": ".optim",
     "SophiaG": ".optim",
     "UnlearningTrainer": ".trainer",
 }

@@ -1,5 +1,5 @@
-"""Trainer callbacks: when to refresh SophiaG's Hessian, and PDU's dual update of the retain weight (the
-evaluation callback is `hf_unlearn.eval.callback.ForgetQualityCallback`)."""
+"""Trainer callbacks: when to refresh SophiaG's Hessian, when the one-shot influence step applies, and PDU's dual
+update of the retain weight (the evaluation callback is `hf_unlearn.eval.callback.ForgetQualityCallback`)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,21 @@ class HessianRefreshCallback(TrainerCallback):
                 "super().training_step(model, inputs, num_items_in_batch); to change the loss, override "
                 "compute_loss instead."
             )
+
+
+class InfluenceApplyCallback(TrainerCallback):
+    """Tells the influence step (`hf_unlearn.optim.InfluenceStep`) to apply its update during the run's last
+    optimizer step, and only then; every earlier step only accumulates. A function of `global_step` and
+    `max_steps`, so a resumed run applies at the same step. `optimizer`: () -> the InfluenceStep."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.optimizer().apply_on_step = state.global_step + 1 >= state.max_steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.optimizer().apply_on_step = False
 
 
 

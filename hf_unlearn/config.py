@@ -17,7 +17,12 @@ from .data.formatting import PromptTemplateArguments
 from .methods import METHODS, get_method, hyperparameters, method_names
 from .optim.estimators import estimator_names
 
-UNLEARN_OPTIMIZERS = ("adamw", "sophia")
+UNLEARN_OPTIMIZERS = ("adamw", "sophia", "influence")
+#: The optimizers that read a Hessian-diagonal estimate (`--hessian_estimator`), refreshed by the trainer.
+SECOND_ORDER_OPTIMIZERS = ("sophia", "influence")
+#: Where influence unlearning comes from (the --help of --unlearn_optimizer, the README).
+INFLUENCE_SOURCE = ("SOUL (arXiv 2404.18239), its section on influence unlearning; influence functions: Koh & Liang "
+                    "2017 (arXiv 1703.04730); influence unlearning as a baseline: Jia et al. 2023 (arXiv 2304.04934)")
 
 
 def _default_weights(kind: str) -> str:
@@ -37,7 +42,8 @@ MethodArguments.__module__ = __name__
 
 @dataclass
 class SophiaArguments:
-    """SophiaG's flags (SOUL): read only with ``--unlearn_optimizer sophia``."""
+    """SophiaG's flags (SOUL): read only with ``--unlearn_optimizer sophia``; the estimator's (`hessian_estimator`,
+    `hessian_batch_fraction`) also with ``--unlearn_optimizer influence``."""
 
     hessian_estimator: str = field(
         default="gnb",
@@ -58,6 +64,18 @@ class SophiaArguments:
     sophia_beta2: float = field(default=0.99, metadata={"help": "SophiaG beta2. Default 0.99 (Sophia repo)."})
 
 
+@dataclass
+class InfluenceArguments:
+    """The one-shot influence step's flag: read only with ``--unlearn_optimizer influence``."""
+
+    influence_damping: float = field(
+        default=1e-3,
+        metadata={"help": "lambda, added to the Hessian diagonal of the one-shot influence step theta <- theta - lr * "
+                          "g / (max(h, 0) + lambda) (the damped Hessian of influence functions, Koh & Liang 2017). "
+                          "Default 1e-3."},
+    )
+
+
 # TrainingArguments flags that shape an unlearning run: its recipe holds them beside the unlearning flags.
 TRAINING_RECIPE_FIELDS = (
     "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
@@ -66,12 +84,14 @@ TRAINING_RECIPE_FIELDS = (
 
 
 @dataclass
-class UnlearningConfig(TrainingArguments, PromptTemplateArguments, MethodArguments, SophiaArguments):
+class UnlearningConfig(TrainingArguments, PromptTemplateArguments, MethodArguments, SophiaArguments,
+                       InfluenceArguments):
     r"""Training arguments for [`UnlearningTrainer`].
 
     Inherits every `TrainingArguments` flag, the prompt-format flags of `PromptTemplateArguments`
     (`--prompt_template` ...), the methods' own flags (`MethodArguments`, from their definitions in
-    `hf_unlearn/methods/`: `--npo_beta`, `--undial_beta`, ...) and SophiaG's (`SophiaArguments`). Defaults that differ from `TrainingArguments`:
+    `hf_unlearn/methods/`: `--npo_beta`, `--undial_beta`, ...), SophiaG's (`SophiaArguments`) and the influence
+    step's (`InfluenceArguments`). Defaults that differ from `TrainingArguments`:
     `learning_rate=1e-5`, `num_train_epochs=5`, `lr_scheduler_type="linear"`, `warmup_steps=0`,
     `weight_decay=0.01` (TOFU's unlearning recipe: lr 1e-5, 5 epochs, wd 0.01),
     `remove_unused_columns=False` (batches are nested), `logging_steps=5`, `save_strategy="no"`,
@@ -129,7 +149,11 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments, MethodArgumen
     unlearn_optimizer: str = field(
         default="adamw",
         metadata={"help": "'adamw' defers to Trainer and its `optim` flag; 'sophia' injects SophiaG (SOUL, arXiv "
-                          "2404.18239). Default adamw."},
+                          "2404.18239); 'influence' is one-shot influence unlearning (" + INFLUENCE_SOURCE + "): the "
+                          "method's gradient and the --hessian_estimator's Hessian diagonal, each averaged over one "
+                          "pass over the forget set (a refresh every step), then one step theta <- theta - lr * g / "
+                          "(max(h, 0) + --influence_damping) at the last step (learning rate constant, no weight "
+                          "decay; needs --max_grad_norm 0 and --num_train_epochs 1 or --max_steps). Default adamw."},
     )
 
     # --- TrainingArguments defaults changed for unlearning ---------------------------------------
@@ -160,7 +184,8 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments, MethodArgumen
             problems.append(f"unknown unlearn_optimizer {self.unlearn_optimizer!r}; known: {', '.join(UNLEARN_OPTIMIZERS)}")
         if self.hessian_estimator not in estimator_names():
             problems.append(f"unknown hessian_estimator {self.hessian_estimator!r}; known: {', '.join(estimator_names())}")
-        for name in ("forget_weight", "retain_weight", "sophia_rho", "sophia_beta1", "sophia_beta2"):
+        for name in ("forget_weight", "retain_weight", "sophia_rho", "sophia_beta1", "sophia_beta2",
+                     "influence_damping"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 problems.append(f"{name} must be a finite number, got {value}")
@@ -180,12 +205,32 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments, MethodArgumen
                     problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
             if self.learning_rate <= 0:
                 problems.append(f"learning_rate must be > 0 for SophiaG, got {self.learning_rate}")
+        if self.unlearn_optimizer == "influence":
+            problems += self._influence_problems()
         if self.max_length < 2:
             problems.append(f"max_length must be >= 2, got {self.max_length}")
         elif self.max_prompt_length is not None and not 1 <= self.max_prompt_length < self.max_length:
             problems.append(f"need 1 <= max_prompt_length < max_length, got {self.max_prompt_length} / {self.max_length}")
         if problems:
             raise ValueError("Invalid UnlearningConfig: " + "; ".join(problems) + ".")
+
+    def _influence_problems(self) -> list[str]:
+        """What keeps the one-shot influence step from being the update it is defined as."""
+        problems = []
+        if not self.influence_damping > 0:
+            problems.append(f"influence_damping must be > 0 (it is added to the Hessian before dividing), got "
+                            f"{self.influence_damping}")
+        if self.learning_rate <= 0:
+            problems.append(f"learning_rate (the influence step's scale) must be > 0, got {self.learning_rate}")
+        if self.max_grad_norm and self.max_grad_norm > 0:
+            problems.append("unlearn_optimizer='influence' averages the gradients of every step before its one "
+                            f"update, and clipping each of them (max_grad_norm {self.max_grad_norm}) would change that "
+                            "mean: set --max_grad_norm 0")
+        if self.max_steps <= 0 and self.num_train_epochs != 1:
+            problems.append(f"unlearn_optimizer='influence' takes one pass over the forget set and one update at its "
+                            f"end, not {self.num_train_epochs} epochs: set --num_train_epochs 1 (or --max_steps N for "
+                            "the first N steps)")
+        return problems
 
     def recipe(self) -> dict:
         """The flags that define this run (the model card's recipe): the unlearning flags it uses (its method's
@@ -197,8 +242,12 @@ class UnlearningConfig(TrainingArguments, PromptTemplateArguments, MethodArgumen
             unused |= {"retain_weight", "retain_loss_type"}
         if not (method.needs_retain(settings) and settings.retain_loss_type == "kl"):
             unused.add("retain_kl_positions")
-        if self.unlearn_optimizer != "sophia":
+        if self.unlearn_optimizer not in SECOND_ORDER_OPTIMIZERS:
             unused |= {f.name for f in dataclasses.fields(SophiaArguments)}
+        elif self.unlearn_optimizer == "influence":  # refreshed every step; no SophiaG update
+            unused |= {"hessian_update_interval", "sophia_rho", "sophia_beta1", "sophia_beta2"}
+        if self.unlearn_optimizer != "influence":
+            unused |= {f.name for f in dataclasses.fields(InfluenceArguments)}
         inherited = {f.name for cls in (TrainingArguments, PromptTemplateArguments) for f in dataclasses.fields(cls)}
         names = [f.name for f in dataclasses.fields(self) if f.name not in inherited] + list(TRAINING_RECIPE_FIELDS)
         return {name: getattr(getattr(self, name), "value", getattr(self, name)) for name in names

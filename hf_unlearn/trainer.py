@@ -9,7 +9,8 @@ A training step, whole:
    forward hands back (`compute_loss(..., return_outputs=True)`, one process, GNB), or else with a
    forward of its own, before step 2 (`hf_unlearn.optim.refresh`). A due refresh that did not run
    stops training before the optimizer step (`HessianRefreshCallback`);
-4. Trainer does backward, clipping and the optimizer step (AdamW, or SophiaG from `create_optimizer`).
+4. Trainer does backward, clipping and the optimizer step (AdamW, or SophiaG from `create_optimizer`; or the
+   one-shot influence step, which refreshes every step, accumulates, and moves the model at the last step only).
 
 Evaluation, on Trainer's schedule (``eval_strategy`` / ``eval_steps``): `evaluate` computes the unlearning
 losses on the eval dataset (the forget pairs by default) and, with a benchmark evaluation (a
@@ -32,15 +33,15 @@ import torch
 from accelerate.utils.memory import clear_device_cache
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback
 
-from .callbacks import HessianRefreshCallback, RetainDualCallback
-from .config import UnlearningConfig
+from .callbacks import HessianRefreshCallback, InfluenceApplyCallback, RetainDualCallback
+from .config import SECOND_ORDER_OPTIMIZERS, UnlearningConfig
 from .data.formatting import resolve_prompt_template
 from .data.pairing import UnlearningCollator, UnlearningPairs, build_unlearning_dataset
 from .methods import get_method
 from .models.dropout import disable_dropout
 from .models.reference import ReferenceModel, freeze, is_peft_model
-from .optim import (RefreshContext, SophiaG, can_reuse_step_forward, get_estimator, recording_logits,
-                    refresh_hessian)
+from .optim import (InfluenceStep, RefreshContext, SophiaG, can_reuse_step_forward, get_estimator,
+                    recording_logits, refresh_hessian)
 from .saving import ReliableSaveMixin
 
 logger = logging.getLogger(__name__)
@@ -72,14 +73,14 @@ class LossOutputs(dict):
 
 
 def _refuse_sophia_under_fsdp(args, fsdp_enabled: bool = False) -> None:
-    """SophiaG's refresh folds the rank-averaged sampled gradient into h; under FSDP that needs FSDP's own
-    reduce-scatter into a sharded h, which is not implemented (accelerate runs FSDP on accelerators only, so it
-    cannot be tested on CPU): refused, naming the supported path."""
+    """SophiaG's (and the influence step's) refresh folds the rank-averaged sampled gradient into h; under FSDP that
+    needs FSDP's own reduce-scatter into a sharded h, which is not implemented (accelerate runs FSDP on accelerators
+    only, so it cannot be tested on CPU): refused, naming the supported path."""
     fsdp = fsdp_enabled or bool(args.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-    if fsdp and args.unlearn_optimizer == "sophia":
+    if fsdp and args.unlearn_optimizer in SECOND_ORDER_OPTIMIZERS:
         raise ValueError(
-            "unlearn_optimizer='sophia' is not supported under FSDP: SophiaG's Hessian refresh would need FSDP's own "
-            "gradient reduction. Use DeepSpeed ZeRO-2 or ZeRO-3 (accelerate launch --config_file "
+            f"unlearn_optimizer={args.unlearn_optimizer!r} is not supported under FSDP: its Hessian refresh would "
+            "need FSDP's own gradient reduction. Use DeepSpeed ZeRO-2 or ZeRO-3 (accelerate launch --config_file "
             "recipes/accelerate/zero2.yaml or zero3.yaml), which shard SophiaG's state per rank, or keep FSDP with "
             "--unlearn_optimizer adamw."
         )
@@ -129,11 +130,16 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
 
             if is_peft_model(model):
                 raise ValueError("model is already a PeftModel: pass either a PeftModel or peft_config, not both.")
+            # The adapters' initial values come from the global RNG: seeded first, as Trainer seeds before it
+            # builds a model, so that a LoRA run starts from the same adapters in every process and every run.
+            from transformers.trainer_utils import enable_full_determinism, set_seed
+
+            enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
             model = get_peft_model(model, peft_config)
-        if args.unlearn_optimizer == "sophia" and optimizers[0] is not None:
+        if args.unlearn_optimizer in SECOND_ORDER_OPTIMIZERS and optimizers[0] is not None:
             raise ValueError(
-                "unlearn_optimizer='sophia' builds SophiaG itself, but an optimizer was passed to the trainer: "
-                "drop `optimizers=` or set unlearn_optimizer='adamw'."
+                f"unlearn_optimizer={args.unlearn_optimizer!r} builds its optimizer itself, but an optimizer was "
+                "passed to the trainer: drop `optimizers=` or set unlearn_optimizer='adamw'."
             )
 
         if args.disable_dropout:  # before the reference is copied from the model: neither has dropout
@@ -192,14 +198,19 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
             self.add_callback(_DatasetEpochCallback(train_dataset))
         self.reference = self._build_reference(ref_model, peft)
         self._terms = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self.estimator = get_estimator(args.hessian_estimator) if args.unlearn_optimizer == "sophia" else None
+        influence = args.unlearn_optimizer == "influence"
+        second_order = args.unlearn_optimizer in SECOND_ORDER_OPTIMIZERS
+        self.estimator = get_estimator(args.hessian_estimator) if second_order else None
         self.hessian_callback = None
         # The last refresh's: "step_forward" (built on the step's own logits) or "own_forward" (forwarded itself).
         self.refresh_path = None
         self._keep_answer_logits = False  # set by training_step around a loss whose forward the refresh reuses
         if self.estimator is not None and self.estimator.refreshes:
-            self.hessian_callback = HessianRefreshCallback(args.hessian_update_interval)
+            # the influence step averages an estimate from every step (one pass over the forget set)
+            self.hessian_callback = HessianRefreshCallback(1 if influence else args.hessian_update_interval)
             self.add_callback(self.hessian_callback)
+        if influence:
+            self.add_callback(InfluenceApplyCallback(lambda: self.sophia))
         self.dual_callback = None
         if self.method.dual is not None:
             self.dual_callback = RetainDualCallback(self.method.dual, self.settings, self._mean_over_processes)
@@ -231,14 +242,15 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
         return None if config is None else int(config.get("zero_optimization", {}).get("stage", 0))
 
     def _check_distributed_setup(self) -> None:
-        """Fails early, with the fix, on FSDP / DeepSpeed settings SophiaG cannot run under."""
+        """Fails early, with the fix, on FSDP / DeepSpeed settings SophiaG (or the influence step) cannot run under."""
         _refuse_sophia_under_fsdp(self.args, self.is_fsdp_enabled)
         config = self._deepspeed_config
-        if config is None or self.args.unlearn_optimizer != "sophia":
+        if config is None or self.args.unlearn_optimizer not in SECOND_ORDER_OPTIMIZERS:
             return
         if "optimizer" in config:
             raise ValueError(
-                "unlearn_optimizer='sophia' builds SophiaG itself, but the DeepSpeed config has an `optimizer` "
+                f"unlearn_optimizer={self.args.unlearn_optimizer!r} builds its optimizer itself, but the DeepSpeed "
+                "config has an `optimizer` "
                 "block, which would replace it: remove `optimizer` from the DeepSpeed config (keep `scheduler` "
                 "out too, or use --lr_scheduler_type), or set --unlearn_optimizer adamw."
             )
@@ -277,13 +289,26 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
                 "lr": self.args.learning_rate, "betas": (self.args.sophia_beta1, self.args.sophia_beta2),
                 "rho": self.args.sophia_rho, "weight_decay": self.args.weight_decay,
             })
+        if self.args.unlearn_optimizer == "influence" and self.optimizer is None:
+            self.optimizer_cls_and_kwargs = (InfluenceStep, {"lr": self.args.learning_rate,
+                                                             "damping": self.args.influence_damping})
         optimizer = super().create_optimizer(model)
         if self.estimator is not None:
             self.estimator.configure(optimizer)
         return optimizer
 
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.args.unlearn_optimizer == "influence" and self.lr_scheduler is None:
+            # The learning rate is the one update's scale, taken at the last step: a schedule would shrink it.
+            from transformers import get_scheduler
+
+            self.lr_scheduler = get_scheduler("constant", optimizer=optimizer or self.optimizer)
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
+
     @property
     def sophia(self) -> SophiaG | None:
+        """The optimizer that holds the Hessian estimate: SophiaG, or the influence step (a SophiaG subclass)."""
         optimizer = self.optimizer
         while optimizer is not None and not isinstance(optimizer, SophiaG):
             optimizer = getattr(optimizer, "optimizer", None)
@@ -517,8 +542,10 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
             logs["retain_weight"] = float(self.settings.retain_weight)  # PDU's lambda
         sophia = self.sophia
         if mode == "train" and sophia is not None:
-            logs["sophia/win_rate"] = float(sophia.win_rate)
-            logs["sophia/hessian_mean"] = sophia.hessian_mean()
-            logs["sophia/refreshes"] = sophia.hessian_updates
+            prefix = "influence" if isinstance(sophia, InfluenceStep) else "sophia"
+            if prefix == "sophia":
+                logs["sophia/win_rate"] = float(sophia.win_rate)
+            logs[f"{prefix}/hessian_mean"] = sophia.hessian_mean()
+            logs[f"{prefix}/refreshes"] = sophia.hessian_updates
         super().log(logs, start_time)
 

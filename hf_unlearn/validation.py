@@ -56,8 +56,9 @@ def _problems(problems: list[str]) -> None:
 # ------------------------------------------------------------------------------------------------
 
 RUN_TOFU_EPILOG = """most used flags (every flag is listed above):
-  --unlearn_method       ga, grad_diff (default), kl, npo, simnpo, idk_nll, idk_dpo, undial, rmu
-  --unlearn_optimizer    adamw (default) or sophia; --hessian_estimator gnb|hutchinson|empirical
+  --unlearn_method       ga, grad_diff (default), kl, npo, simnpo, idk_nll, idk_dpo, undial, rmu, wga, satimp, ceu, pdu
+  --unlearn_optimizer    adamw (default), sophia (SOUL) or influence (one-shot influence unlearning: one pass,
+                         one damped Newton step; --influence_damping); --hessian_estimator gnb|hutchinson|empirical
   --forget_split / --retain_split / --dataset_name   what to forget, what to keep, where the data is
   --retain_reference     the retain model's tofu_eval.json (forget quality)
   --eval_strategy steps --eval_steps N --eval_subsample 20   forget quality during training
@@ -216,10 +217,12 @@ def check_context(model, max_length: int, flag: str = "--max_length") -> None:
 def check_attention(args, model=None, attn_implementation: str | None = None) -> None:
     """An estimator that differentiates the loss twice (Hutchinson) needs an attention kernel that allows it:
     of the attention kernels only `eager` does."""
+    from .config import SECOND_ORDER_OPTIMIZERS
     from .optim.estimators import ESTIMATORS
 
     estimator = ESTIMATORS.get(getattr(args, "hessian_estimator", None))
-    if getattr(args, "unlearn_optimizer", None) != "sophia" or estimator is None or not estimator.double_backward:
+    if (getattr(args, "unlearn_optimizer", None) not in SECOND_ORDER_OPTIMIZERS or estimator is None
+            or not estimator.double_backward):
         return
     used = attn_implementation
     if model is not None:

@@ -42,6 +42,9 @@ LORA_NUMEL = 2 * 2 * (4 * 64 + 64 * 4)  # r=4 on q_proj and v_proj of 2 layers
 CLIPPED = 1e-3  # max_grad_norm of the Sophia jobs: a refresh clipped like a step would shrink h by orders
 
 NPO = dict(method="npo", optimizer="sophia", retain_weight=0.0)
+# the one-shot influence step: NPO's loss (a mean over sequences, so 2 ranks x 2 rows = 1 x 4), a GNB refresh on
+# each of the 5 steps, the update at the last
+INFLUENCE = {**NPO, "optimizer": "influence", "max_grad_norm": 0.0}
 # PDU: epsilon just under the tiny model's retain NLL (~6.2), so lambda moves on every step
 PDU = dict(method="pdu", retain_weight=1.0, method_args=dict(pdu_retain_bound=6.0, pdu_dual_step_size=0.5))
 JOBS = {
@@ -57,6 +60,7 @@ JOBS = {
         dict(name="npo_sophia", max_grad_norm=CLIPPED, **NPO),
         dict(name="npo_hutch", estimator="hutchinson", **NPO),
         dict(name="lora_npo_hutch", lora=True, estimator="hutchinson", **NPO),
+        dict(name="npo_influence", **INFLUENCE),
     ],
     "zero3.yaml": [
         # loaded with from_pretrained after the arguments, as a script does: partitioned by zero.Init at load
@@ -70,6 +74,7 @@ JOBS = {
         # GradDiff: the refresh samples forget and retain rows
         dict(name="gd_sophia", optimizer="sophia", max_grad_norm=CLIPPED),
         dict(name="npo_hutch", estimator="hutchinson", expect_error="--hessian_estimator gnb", **NPO),
+        dict(name="lora_npo_influence", lora=True, **INFLUENCE),
     ],
 }
 BASELINES = [
@@ -84,6 +89,8 @@ BASELINES = [
     dict(name="lora_npo_adamw", per_device_batch=4, lora=True, **{**NPO, "optimizer": "adamw"}),
     dict(name="gd_sophia", per_device_batch=4, optimizer="sophia", max_grad_norm=CLIPPED),
     dict(name="pdu_adamw_ga2", per_device_batch=2, grad_accum=2, **PDU),
+    dict(name="npo_influence", per_device_batch=4, **INFLUENCE),
+    dict(name="lora_npo_influence", per_device_batch=4, lora=True, **INFLUENCE),
 ]
 
 
@@ -313,6 +320,34 @@ def test_zero3_sophia_gnb_with_sharded_reference_matches_one_process(zero3, base
         assert rec["reference_answer_head"] is True  # its LM head ran on the answer positions only
     _check_half_state(ranks, expected["state_numel"])
     _check_engine_counters(ranks)
+
+
+@needs_deepspeed
+def test_zero2_and_zero3_lora_influence_step_match_one_process(zero2, zero3, baselines, workspace):
+    """The one-shot influence step under ZeRO-2 (whole model) and ZeRO-3 (LoRA): a refresh on every step, each
+    rank's shard of the mean gradient and mean h, the update at the last step only: the one-process result."""
+    from safetensors.torch import load_file
+
+    records, base_out = baselines
+    start = load_file(workspace / "model" / "model.safetensors")
+    for (result, out), name in ((zero2, "npo_influence"), (zero3, "lora_npo_influence")):
+        expected = records[name]
+        ranks = _ranks(result, name)
+        for rec in ranks:
+            assert rec["optimizer"] == expected["optimizer"] == "InfluenceStep"
+            assert rec["refresh_steps"] == expected["refresh_steps"] == [0, 1, 2, 3, 4]
+            assert rec["hessian_updates"] == expected["hessian_updates"] == 5
+            assert rec["learning_rates"] == [1e-3] * 5  # constant: the one update's scale
+        assert _max_rel(ranks[0]["losses"], expected["losses"]) < 1e-5
+        assert _state_rel_error(out / f"{name}_state.pt", base_out / f"{name}_state.pt") < 1e-4
+        final, reference = torch.load(out / f"{name}_weights.pt"), torch.load(base_out / f"{name}_weights.pt")
+        if name.startswith("lora"):
+            moved = {k: v for k, v in reference.items() if "lora_B" in k}  # zero at the start
+        else:
+            moved = {k: reference[k] - start[k] for k in reference if k in start}
+        assert moved and max(float(v.abs().max()) for v in moved.values()) > 1e-4
+        scale = max(float(v.abs().max()) for v in moved.values())
+        assert max(float((final[k] - reference[k]).abs().max()) for k in reference) < 1e-4 * scale
 
 
 @needs_deepspeed

@@ -25,7 +25,9 @@ def parse(argv):
 def test_there_is_a_recipe_per_method_and_optimizer():
     from hf_unlearn.methods import METHODS
 
-    assert {p.stem for p in RECIPES} == {f"{m}_{o}" for m in METHODS for o in ("adamw", "sophia")}
+    # and the one-shot influence step, in its GradDiff form
+    assert {p.stem for p in RECIPES} == ({f"{m}_{o}" for m in METHODS for o in ("adamw", "sophia")}
+                                          | {"grad_diff_influence"})
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)

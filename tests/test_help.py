@@ -32,6 +32,7 @@ HELP_INVOCATIONS = [
     ("bench.eval_model", []),
     ("bench.fixed_seed_check", []),
     ("bench.gpu", []),
+    ("bench.influence_tiny", []),
     ("bench.real_lm", []),
 ]
 #: Entry points that take no arguments (nothing to --help).

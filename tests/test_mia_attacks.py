@@ -83,3 +83,53 @@ def test_tofu_evaluation_reports_both_attacks(tmp_path, tokenizer, make_model):
                                                   [r["mia_gradnorm"] for r in from_file["holdout"]])
     assert summary["mia_reference_auc"] == summary_model["mia_reference_auc"] is not None
     assert summary_model["mia_gradnorm_auc"] is None
+
+
+def peer_text_batch(tokenizer, text):
+    """A MUSE privleak text as the evaluation scores it: BOS + text tokens, every text token a label (the
+    closing EOS is not scored, as for the loss / zlib / Min-K% attacks)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return torch.tensor([[tokenizer.bos_token_id] + ids]), torch.tensor([[-100] + ids])
+
+
+def test_muse_evaluation_attacks_equal_open_unlearnings_definitions(tmp_path, tokenizer, make_model):
+    """MUSE privleak forget (members) vs holdout: the gradient-norm and reference attacks equal the peer's
+    definitions on the same texts; the reference defaults to the retrain evaluation's own losses, and an explicit
+    reference model gives the same scores."""
+    from hf_unlearn.data.muse import load_muse_split
+    from hf_unlearn.eval.benchmarks.muse import evaluate_muse
+    from hf_unlearn.eval.metrics import mia_auc
+    from hf_unlearn.offline.muse_synthetic import write_muse
+
+    data = write_muse(tmp_path / "muse", num_forget=4, num_retain1=2, num_retain2=2, num_holdout=3, seed=0)
+    model, retrain = make_model(seed=0).double(), make_model(seed=1).double()
+    kwargs = dict(verbmem_max_new_tokens=2, knowmem_max_new_tokens=2, subsample=3, show_progress=False)
+    ref_eval, _ = evaluate_muse(retrain, tokenizer, str(data), mia_gradnorm=False, **kwargs)
+    from_file, summary = evaluate_muse(model, tokenizer, str(data), retain_reference=ref_eval, **kwargs)
+    from_model, summary_model = evaluate_muse(model, tokenizer, str(data), mia_reference_model=retrain,
+                                              mia_gradnorm=False, **kwargs)
+    for key, split in (("privleak_forget", "privleak/forget"), ("privleak_holdout", "privleak/holdout")):
+        texts = [row["text"] for row in load_muse_split(str(data), split).to_list()[:3]]
+        assert not any(r["truncated"] for r in from_file[key])
+        peer_gradnorm, peer_reference = [], []
+        for text in texts:
+            batch = peer_text_batch(tokenizer, text)
+            model.zero_grad()
+            loss = peer_avg_loss(model, *batch)
+            loss.backward()  # GradNormAttack: mean over the parameters of each gradient's 2-norm (negated there)
+            peer_gradnorm.append(torch.stack([w.grad.norm(2) for w in model.parameters() if w.grad is not None])
+                                 .mean().item())
+            with torch.no_grad():  # ReferenceAttack: target loss minus reference loss
+                peer_reference.append(loss.item() - peer_avg_loss(retrain, *batch).item())
+        model.zero_grad(set_to_none=True)
+        assert [r["mia_gradnorm"] for r in from_file[key]] == pytest.approx(peer_gradnorm, rel=1e-10)
+        assert [r["mia_reference"] for r in from_file[key]] == pytest.approx(peer_reference, rel=1e-10)
+        assert [r["mia_reference"] for r in from_model[key]] == pytest.approx(peer_reference, rel=1e-10)
+        assert "mia_gradnorm" not in from_model[key][0]
+    assert summary["mia_gradnorm_auc"] == mia_auc([r["mia_gradnorm"] for r in from_file["privleak_forget"]],
+                                                  [r["mia_gradnorm"] for r in from_file["privleak_holdout"]])
+    assert summary["mia_reference_auc"] == summary_model["mia_reference_auc"] is not None
+    assert summary_model["mia_gradnorm_auc"] is None
+    without, summary_without = evaluate_muse(model, tokenizer, str(data), mia_gradnorm=False, **kwargs)
+    assert summary_without["mia_gradnorm_auc"] is None and summary_without["mia_reference_auc"] is None
+    assert "mia_reference" not in without["privleak_forget"][0]

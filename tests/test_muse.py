@@ -475,7 +475,9 @@ MUSE_RECIPES = sorted((REPO / "recipes" / "muse").glob("*.yaml"))
 def test_there_is_a_muse_recipe_per_method_and_optimizer():
     from hf_unlearn.methods import METHODS
 
-    assert {p.stem for p in MUSE_RECIPES} == {f"{m}_{o}" for m in METHODS for o in ("adamw", "sophia")}
+    # and the one-shot influence step, in its GradDiff form
+    assert {p.stem for p in MUSE_RECIPES} == ({f"{m}_{o}" for m in METHODS for o in ("adamw", "sophia")}
+                                          | {"grad_diff_influence"})
 
 
 @pytest.mark.parametrize("recipe", MUSE_RECIPES, ids=lambda p: p.stem)

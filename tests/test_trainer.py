@@ -311,10 +311,12 @@ def test_ga_divergence_stops_with_clear_message(tmp_path, tokenizer, make_model,
         trainer.compute_loss(trainer.model, batch)
 
 
-def test_sophia_with_explicit_optimizer_is_refused(tmp_path, tokenizer, make_model, forget_retain):
+@pytest.mark.parametrize("optimizer", ["sophia", "influence"])
+def test_sophia_with_explicit_optimizer_is_refused(tmp_path, tokenizer, make_model, forget_retain, optimizer):
     forget, retain = forget_retain
     model = make_model()
-    with pytest.raises(ValueError, match="unlearn_optimizer='sophia' builds SophiaG itself"):
-        UnlearningTrainer(model=model, args=config(tmp_path, unlearn_optimizer="sophia"), forget_dataset=forget,
+    args = config(tmp_path, unlearn_optimizer=optimizer, max_grad_norm=0.0, num_train_epochs=1)
+    with pytest.raises(ValueError, match=f"unlearn_optimizer='{optimizer}' builds its optimizer itself"):
+        UnlearningTrainer(model=model, args=args, forget_dataset=forget,
                           retain_dataset=retain, processing_class=tokenizer,
                           optimizers=(torch.optim.SGD(model.parameters(), lr=0.1), None))

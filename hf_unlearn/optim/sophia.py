@@ -286,17 +286,22 @@ class SophiaG(Optimizer):
         scale = _check_scale(scale)
         self._fold_estimate(scale, squared, count=True)
 
+    def _hessian_fold_weights(self, group: dict) -> tuple[float, float]:
+        """(keep, weight) of a fold into ``group``'s h: h <- keep*h + weight*estimate. SophiaG: the EMA (β2, 1 − β2)."""
+        beta2 = group["betas"][1]
+        return beta2, 1.0 - beta2
+
     def _fold_estimate(self, scale: float, squared: bool, count: bool) -> None:
         # A group is counted only when it held gradients: an engine that steps one group (ZeRO-1/2) or
         # one sub-group (ZeRO-3) per call would otherwise count every other group once per call.
         for group in self.param_groups:
-            beta2 = group["betas"][1]
-            weight = (1.0 - beta2) * scale
+            keep, weight = self._hessian_fold_weights(group)
+            weight *= scale
             buckets = self._buckets(group)
             for (_, dtype), (_, grads, _, hessians, _) in buckets.items():
                 if dtype in (torch.float16, torch.bfloat16):
                     grads = [g.float() for g in grads]
-                torch._foreach_mul_(hessians, beta2)
+                torch._foreach_mul_(hessians, keep)
                 if squared:
                     torch._foreach_addcmul_(hessians, grads, grads, value=weight)
                 else:
@@ -342,13 +347,13 @@ class SophiaG(Optimizer):
         if self._hessian_mode is None:
             raise RuntimeError("fold_gradient() folds a Hessian estimate: call it inside collecting_hessian().")
         scale, squared = self._hessian_mode
-        beta2 = group["betas"][1]
+        keep, weight = self._hessian_fold_weights(group)
         grad = p.grad.float() if p.dtype in (torch.float16, torch.bfloat16) else p.grad
-        hessian = self._state_for(p)["hessian"].mul_(beta2)
+        hessian = self._state_for(p)["hessian"].mul_(keep)
         if squared:
-            hessian.addcmul_(grad, grad, value=(1.0 - beta2) * scale)
+            hessian.addcmul_(grad, grad, value=weight * scale)
         else:
-            hessian.add_(grad, alpha=(1.0 - beta2) * scale)
+            hessian.add_(grad, alpha=weight * scale)
         self._hessian_mode_steps += 1
 
     @property

@@ -19,6 +19,10 @@ mia_*_auc          privleak/forget (members) vs          loss, zlib, Min-K% and 
                                                          ``metrics.mia_auc``'s orientation: 1 = the
                                                          forget texts all score as members, 0.5 = no
                                                          better than chance (MUSE's own AUC is 1 - it)
+mia_gradnorm_auc,  privleak/forget vs privleak/holdout    gradient-norm attack (one backward per text) and
+mia_reference_auc                                        reference-model attack (loss minus the reference
+                                                         model's loss; default the retrain model's own,
+                                                         from its muse_eval.json): `hf_unlearn.eval.attacks`
 privleak           the same + the retrain model's        MUSE's PrivLeak, ``metrics.privleak``:
                    ``muse_eval.json``                    (A - A_retrain) / A_retrain * 100 with A =
                                                          MUSE's AUC = 1 - mia_min_k_auc; ~0 = like
@@ -58,6 +62,7 @@ import torch
 
 from ...data.muse import load_muse_split
 from . import Benchmark, register_benchmark
+from ..attacks import AttackOptions
 from .. import metrics as M
 from ..scoring import check_tokenizer, dist_rank_world, generate_from_ids, score_sequences
 from ...validation import read_text
@@ -83,6 +88,8 @@ SUMMARY_KEYS = (
     "mia_zlib_auc",
     "mia_min_k_auc",
     "mia_min_k_plus_plus_auc",
+    "mia_gradnorm_auc",
+    "mia_reference_auc",
     "retrain_min_k_auc",
     "extraction_strength",
     "exact_memorization",
@@ -240,6 +247,8 @@ def check_muse(
     knowmem_max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS,
     subsample: Optional[int] = None,
     max_context: Optional[int] = None,
+    mia_gradnorm: bool = True,
+    mia_reference_model: Optional[str] = None,
 ) -> dict:
     """Checks the options of :func:`evaluate_muse` without a model: numbers, every split (present, its
     columns, string values) and the retrain reference (MUSE's, same privleak texts). Returns the options with
@@ -247,7 +256,8 @@ def check_muse(
     reference = load_reference(retain_reference) if retain_reference is not None else None
     _load(dataset_name, reference, verbmem_max_new_tokens, knowmem_max_new_tokens, subsample, max_context)
     return dict(dataset_name=dataset_name, retain_reference=reference, verbmem_max_new_tokens=verbmem_max_new_tokens,
-                knowmem_max_new_tokens=knowmem_max_new_tokens, subsample=subsample, max_context=max_context)
+                knowmem_max_new_tokens=knowmem_max_new_tokens, subsample=subsample, max_context=max_context,
+                mia_gradnorm=bool(mia_gradnorm), mia_reference_model=mia_reference_model)
 
 
 def evaluate_muse(
@@ -262,6 +272,8 @@ def evaluate_muse(
     max_context: Optional[int] = None,
     show_progress: bool = True,
     template=None,
+    mia_gradnorm: bool = True,
+    mia_reference_model=None,
 ) -> tuple[dict, dict]:
     """Evaluates ``model`` on MUSE; returns ``(per_sample, summary)`` (see the module docstring).
 
@@ -275,6 +287,10 @@ def evaluate_muse(
         max_context: the model's context in tokens; default ``config.max_position_embeddings``.
         template: the evaluation layer's prompt format; not used: MUSE's prompts are plain text, as MUSE
             defines them, whatever format the model was fine-tuned on.
+        mia_gradnorm: run the gradient-norm attack on the privleak texts (one backward each; left out under
+            ZeRO-3).
+        mia_reference_model: the reference attack's model (a model or a path); default: the retrain
+            reference's own per-text losses (its ``mia_loss``), when a retain reference is given.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
@@ -371,7 +387,34 @@ def evaluate_muse(
             {"index": i, "text_sha1": _sha1(row["text"]), "num_tokens": len(lps[i]), "truncated": cut,
              **{name: float(values[i]) for name, values in attacks.items()}}
             for i, (row, (_, cut)) in enumerate(zip(items[key], privleak[key]))]
+    _add_model_attacks(per_sample, {key: [seq for seq, _ in privleak[key]] for key in privleak}, model, tokenizer,
+                       load_reference(retain_reference) if retain_reference is not None else None, batch_size,
+                       show_progress, mia_gradnorm, mia_reference_model)
     return per_sample, summarise(per_sample, reference_auc)
+
+
+def _add_model_attacks(per_sample, sequences, model, tokenizer, reference, batch_size, show_progress, gradnorm,
+                       reference_model) -> None:
+    """The gradient-norm and reference-model attacks' scores (`hf_unlearn.eval.attacks`) into the privleak
+    records: the text tokens, as the other attacks read them (the closing EOS left out)."""
+    from ..attacks import sequence_attack_scores
+    from ..scoring import _zero3
+
+    if gradnorm and _zero3():
+        logger.warning("The gradient-norm attack is left out under ZeRO-3 (partitioned parameters).")
+        gradnorm = False
+    reference_loss = None
+    if reference_model is None and reference is not None and all(
+            all("mia_loss" in r for r in reference[key]) for key in sequences):
+        reference_loss = {key: [r["mia_loss"] for r in reference[key][: len(sequences[key])]] for key in sequences}
+    scores = sequence_attack_scores(
+        model, tokenizer, sequences, {key: [r["mia_loss"] for r in per_sample[key]] for key in sequences},
+        include_eos=False, gradnorm=gradnorm, reference_model=reference_model, reference_loss=reference_loss,
+        batch_size=batch_size, show_progress=show_progress)
+    for key, by_attack in scores.items():
+        for name, values in by_attack.items():
+            for record, value in zip(per_sample[key], values):
+                record[name] = value
 
 
 def summarise(per_sample: dict, reference_auc: Optional[float] = None) -> dict:
@@ -382,8 +425,9 @@ def summarise(per_sample: dict, reference_auc: Optional[float] = None) -> dict:
     summary["forget_knowmem_rouge"] = float(np.mean([r["rouge_l_f1"] for r in per_sample["knowmem_forget"]]))
     summary["retain_knowmem_rouge"] = float(np.mean([r["rouge_l_f1"] for r in per_sample["knowmem_retain"]]))
     forget, holdout = per_sample["privleak_forget"], per_sample["privleak_holdout"]
-    for name in ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus"):
-        summary[f"{name}_auc"] = M.mia_auc([r[name] for r in forget], [r[name] for r in holdout])
+    for name in ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus", "mia_gradnorm", "mia_reference"):
+        if name in forget[0] and name in holdout[0]:  # gradnorm and reference only where they were run
+            summary[f"{name}_auc"] = M.mia_auc([r[name] for r in forget], [r[name] for r in holdout])
     if reference_auc is not None:
         summary["retrain_min_k_auc"] = reference_auc
         if reference_auc < 1:
@@ -397,7 +441,7 @@ def summarise(per_sample: dict, reference_auc: Optional[float] = None) -> dict:
 
 
 @dataclass
-class MuseOptions:
+class MuseOptions(AttackOptions):
     """MUSE's flags of ``python -m hf_unlearn.eval --benchmark muse`` (the keywords of :func:`evaluate_muse`)."""
 
     dataset_name: str = field(

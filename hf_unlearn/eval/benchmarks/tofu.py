@@ -48,6 +48,7 @@ from .. import metrics as M
 from ..runner import gather, shard
 from ..scoring import AnswerScore, check_tokenizer, dist_rank_world, generate_answers, score_answers
 from . import Benchmark, register_benchmark
+from ..attacks import AttackOptions
 from ...validation import read_text
 
 logger = logging.getLogger(__name__)
@@ -617,7 +618,7 @@ MIA_INCLUDE_EOS_HELP = (
 
 
 @dataclass
-class TofuOptions:
+class TofuOptions(AttackOptions):
     """TOFU's flags of ``python -m hf_unlearn.eval --benchmark tofu`` (the keywords of :func:`evaluate_tofu`)."""
 
     dataset_name: str = field(
@@ -649,17 +650,6 @@ class TofuOptions:
     mia_include_eos: bool = field(
         default=False,
         metadata={"help": MIA_INCLUDE_EOS_HELP},
-    )
-    mia_gradnorm: bool = field(
-        default=True,
-        metadata={"help": "Run the gradient-norm membership attack (one backward per forget and holdout answer). "
-                          "Default on; off under ZeRO-3."},
-    )
-    mia_reference_model: Optional[str] = field(
-        default=None,
-        metadata={"help": "Model (folder or Hub id) of the reference-model membership attack (target loss minus "
-                          "reference loss). Default: the retain reference's own losses, when --retain_reference "
-                          "is given."},
     )
 
 
