@@ -46,6 +46,11 @@ EVAL = dict(forget_split=FORGET_SPLIT, subsample=40, max_new_tokens=200, batch_s
 UNLEARN = dict(num_train_epochs=3, per_device_train_batch_size=8, weight_decay=0.01, bf16=True)  # 15 steps on forget01
 LEARNING_RATES = (1e-5, 1e-4, 1e-3)
 SEEDS = (0, 1)
+# The one-shot influence step (`--unlearn_optimizer influence`, GradDiff form, GNB Hessian) next to GradDiff x
+# AdamW/SophiaG: one pass over forget01 (5 steps, a refresh on each), one damped step of scale 1 at the end. Its
+# settings replace UNLEARN's (one epoch, no weight decay, no clipping: the step is defined on the mean gradient).
+INFLUENCE_DAMPINGS = (1.0, 0.1, 0.01)
+INFLUENCE_UNLEARN = dict(num_train_epochs=1, weight_decay=0.0, max_grad_norm=0.0)
 
 
 def settings() -> dict:
@@ -236,23 +241,37 @@ def ensure_pair(results: Path) -> dict:
 
 
 def grid_specs() -> list[dict]:
-    """SOUL (GradDiff, NPO x AdamW, SophiaG) and UNDIAL (UNDIAL, NPO, GA with AdamW) over LEARNING_RATES, in the
-    order that makes an interrupted grid most useful: seed 0 of NPO (in both claims) and UNDIAL first, then GradDiff
-    and GA, then the other seeds of the SOUL grid."""
+    """SOUL (GradDiff, NPO x AdamW, SophiaG), the one-shot influence step, and UNDIAL (UNDIAL, NPO, GA with AdamW)
+    over LEARNING_RATES, in the order that makes an interrupted grid most useful: seed 0 of GradDiff with the influence
+    step beside it (one comparison whole), then seed 0 of NPO (in both claims) and UNDIAL, then GA, then the other
+    seeds of the SOUL grid."""
     first = SEEDS[0]
-    specs = [dict(method="npo", optimizer=o, learning_rate=lr, seed=first) for lr in LEARNING_RATES
-             for o in ("adamw", "sophia")]
+
+    def soul(method, seed):
+        return [dict(method=method, optimizer=o, learning_rate=lr, seed=seed) for lr in LEARNING_RATES
+                for o in ("adamw", "sophia")]
+
+    specs = soul("grad_diff", first) + influence_specs() + soul("npo", first)
     specs += [dict(method="undial", optimizer="adamw", learning_rate=lr, seed=first) for lr in LEARNING_RATES]
-    specs += [dict(method="grad_diff", optimizer=o, learning_rate=lr, seed=first) for lr in LEARNING_RATES
-              for o in ("adamw", "sophia")]
     specs += [dict(method="ga", optimizer="adamw", learning_rate=lr, seed=first) for lr in LEARNING_RATES]
-    specs += [dict(method=m, optimizer=o, learning_rate=lr, seed=seed) for seed in SEEDS[1:]
-              for m in ("npo", "grad_diff") for lr in LEARNING_RATES for o in ("adamw", "sophia")]
+    specs += [spec for seed in SEEDS[1:] for m in ("npo", "grad_diff") for spec in soul(m, seed)]
     return specs
 
 
+def influence_specs() -> list[dict]:
+    return [dict(method="grad_diff", optimizer="influence", learning_rate=1.0, seed=SEEDS[0], influence_damping=d)
+            for d in INFLUENCE_DAMPINGS]
+
+
+def unlearn_settings(spec: dict) -> dict:
+    """The training flags of a run: UNLEARN, or the influence step's own (+ its damping)."""
+    if spec["optimizer"] != "influence":
+        return UNLEARN
+    return {**UNLEARN, **INFLUENCE_UNLEARN, "influence_damping": spec["influence_damping"]}
+
+
 def run_path(results: Path, spec: dict) -> Path:
-    return pair_dir(results) / "runs" / f"{key(dict(spec, unlearn=UNLEARN, eval=EVAL))}.json"
+    return pair_dir(results) / "runs" / f"{key(dict(spec, unlearn=unlearn_settings(spec), eval=EVAL))}.json"
 
 
 def unlearn(results: Path, pair: dict, spec: dict) -> dict:
@@ -271,14 +290,14 @@ def unlearn(results: Path, pair: dict, spec: dict) -> dict:
     retain = C.load_rows(folder, "retain_perturbed", RETAIN_ROWS).select_columns(["question", "answer"])
     args = C.unlearning_config(pair_dir(results) / "scratch-unlearn", unlearn_method=spec["method"],
                                unlearn_optimizer=spec["optimizer"], learning_rate=spec["learning_rate"],
-                               seed=spec["seed"], logging_steps=5, prompt_template=TEMPLATE, **UNLEARN)
+                               seed=spec["seed"], logging_steps=5, prompt_template=TEMPLATE, **unlearn_settings(spec))
     trainer = UnlearningTrainer(model=model, args=args, forget_dataset=forget, retain_dataset=retain,
                                 processing_class=tokenizer)
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
     _, summary, eval_seconds = evaluate_model(trainer.model, tokenizer, pair["reference"])
-    record = {"settings": dict(spec, unlearn=UNLEARN, eval=EVAL), "summary": summary, "train_seconds": train_seconds,
+    record = {"settings": dict(spec, unlearn=unlearn_settings(spec), eval=EVAL), "summary": summary, "train_seconds": train_seconds,
               "eval_seconds": eval_seconds, "steps": trainer.state.global_step}
     if trainer.sophia is not None:
         record["sophia"] = {"win_rate": trainer.sophia.win_rate, "hessian_refreshes": trainer.sophia.hessian_updates}

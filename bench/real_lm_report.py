@@ -78,7 +78,17 @@ def report(results: Path) -> dict:
     common = dict(target_summary=target_s, retain_summary=retain_s, base_summary=pair.get("base_summary"),
                   target_point=target, retain_point=retain, runs=len(runs), planned=len(R.grid_specs()),
                   goal_runs=[r["settings"] for r in goal_runs])
-    r1 = C._clean(dict(common, methods=soul))
+    # R3: the one-shot influence step next to GradDiff's iterative runs (seed 0), each a point on the same plane
+    influence = [{"influence_damping": r["settings"]["influence_damping"], "learning_rate": r["settings"]["learning_rate"],
+                  "model_utility": r["summary"]["model_utility"], "forget_quality": r["summary"]["forget_quality"],
+                  "forget_rouge": r["summary"]["forget_rouge"], "hessian_refreshes": r.get("sophia", {}).get(
+                      "hessian_refreshes")} for r in runs if r["settings"]["optimizer"] == "influence"]
+    gd_seed0 = [{"optimizer": r["settings"]["optimizer"], "learning_rate": r["settings"]["learning_rate"],
+                 "model_utility": r["summary"]["model_utility"], "forget_quality": r["summary"]["forget_quality"],
+                 "forget_rouge": r["summary"]["forget_rouge"]} for r in runs
+                if r["settings"]["method"] == "grad_diff" and r["settings"]["seed"] == 0
+                and r["settings"]["optimizer"] in ("adamw", "sophia")]
+    r1 = C._clean(dict(common, methods=soul, influence=influence, grad_diff_seed0=gd_seed0))
     r2 = C._clean(dict(common, undial=undial))
     (results / "R1.json").write_text(json.dumps(r1, indent=1))
     (results / "R2.json").write_text(json.dumps(r2, indent=1))
@@ -102,6 +112,9 @@ def summary_text(r1: dict, r2: dict, floor: float) -> str:
                      f"{', '.join(f'{x:+.3f}' for x in v['area_a_minus_b_per_seed'])})")
         for opt, pts in info["points"].items():
             lines.append(f"   {opt}: " + "; ".join(f"lr {lr:g}: MU {u:.3f}, log10 FQ {f:.2f}" for u, f, _, _, lr in pts))
+    for row in r1.get("influence", []):
+        lines.append(f"R3 influence (damping {row['influence_damping']:g}, lr {row['learning_rate']:g}): MU "
+                     f"{row['model_utility']:.3f}, FQ {row['forget_quality']:.3g}, forget ROUGE {row['forget_rouge']:.3f}")
     for method, by_lr in r2["undial"].items():
         lines.append(f"R2 {method}: " + "; ".join(f"lr {lr}: MU/target {c['utility_ratio']:.3f}, log10 FQ "
                                                   f"{c['log10_forget_quality']:.2f}" for lr, c in by_lr.items()))
