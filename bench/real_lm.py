@@ -242,8 +242,8 @@ def ensure_pair(results: Path) -> dict:
 
 def grid_specs() -> list[dict]:
     """SOUL (GradDiff, NPO x AdamW, SophiaG), the one-shot influence step, and UNDIAL (UNDIAL, NPO, GA with AdamW)
-    over LEARNING_RATES, in the order that makes an interrupted grid most useful: seed 0 of GradDiff with the influence
-    step beside it (one comparison whole), then seed 0 of NPO (in both claims) and UNDIAL, then GA, then the other
+    over LEARNING_RATES, in the order that makes an interrupted grid most useful: seed 0 of GradDiff at the smallest learning rate, the
+    influence step (cheap: 5 steps) beside it, the rest of GradDiff's seed 0 (one comparison whole), then seed 0 of NPO (in both claims) and UNDIAL, then GA, then the other
     seeds of the SOUL grid."""
     first = SEEDS[0]
 
@@ -251,7 +251,8 @@ def grid_specs() -> list[dict]:
         return [dict(method=method, optimizer=o, learning_rate=lr, seed=seed) for lr in LEARNING_RATES
                 for o in ("adamw", "sophia")]
 
-    specs = soul("grad_diff", first) + influence_specs() + soul("npo", first)
+    gd = soul("grad_diff", first)
+    specs = gd[:2] + influence_specs() + gd[2:] + soul("npo", first)
     specs += [dict(method="undial", optimizer="adamw", learning_rate=lr, seed=first) for lr in LEARNING_RATES]
     specs += [dict(method="ga", optimizer="adamw", learning_rate=lr, seed=first) for lr in LEARNING_RATES]
     specs += [spec for seed in SEEDS[1:] for m in ("npo", "grad_diff") for spec in soul(m, seed)]
