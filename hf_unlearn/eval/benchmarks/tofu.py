@@ -48,6 +48,7 @@ from .. import metrics as M
 from ..runner import gather, shard
 from ..scoring import AnswerScore, check_tokenizer, dist_rank_world, generate_answers, score_answers
 from . import Benchmark, register_benchmark
+from ...sequential import SequentialRequests
 from ..attacks import AttackOptions
 from ...validation import read_text
 
@@ -65,6 +66,8 @@ __all__ = [
     "load_reference",
     "check_tofu",
     "evaluate_tofu",
+    "TofuRequests",
+    "CARD_ROWS",
 ]
 
 EVAL_FILE = "tofu_eval.json"
@@ -653,6 +656,95 @@ class TofuOptions(AttackOptions):
     )
 
 
+# --------------------------------------------------------------------------------------------
+# sequential requests (hf_unlearn.sequential)
+# --------------------------------------------------------------------------------------------
+
+
+class TofuRequests(SequentialRequests):
+    """TOFU question/answer splits; evaluation `evaluate_tofu` on the request's evaluation split."""
+
+    name = "tofu"
+    card_metrics = ("forget_quality", "model_utility", "forget_rouge")
+
+    def __init__(self, dataset_name: str, *, key_columns=("question", "answer"), holdout_split: str | None = None,
+                 batch_size: int = 32, max_new_tokens: int = 200, subsample: int | None = None,
+                 show_progress: bool = True):
+        self.dataset_name = dataset_name
+        self.key_columns = tuple(key_columns)
+        self.holdout_split = holdout_split
+        self.eval_kwargs = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, subsample=subsample,
+                                show_progress=show_progress)
+
+    def default_mode(self, splits: list[str]) -> str:
+        return "cumulative"  # forget01 < forget05 < forget10
+
+    def load(self, split: str, role: str = "forget") -> datasets.Dataset:
+        """A split, every row checked (a bad row is named by file and line)."""
+        from ...validation import load_checked_split
+
+        flag = "--forget_splits" if role == "forget" else "--retain_split"
+        return load_checked_split(self.dataset_name, split, self.key_columns, role, flag)
+
+    def check_evaluation(self, eval_split: str) -> None:
+        """The evaluation splits of `eval_split` exist and their rows are sound."""
+        from ...validation import RunInputError, tofu_evaluation_files
+
+        holdout = resolve_splits(eval_split, self.holdout_split)["holdout"]
+        if tofu_evaluation_files(self.dataset_name, eval_split, holdout) is None:
+            raise RunInputError(f"{self.dataset_name} has no {eval_split}_perturbed split: the evaluation after the "
+                                f"request on {eval_split} needs it (and retain_perturbed, real_authors_perturbed, "
+                                "world_facts_perturbed).")
+
+    def default_retain(self, eval_split: str) -> str | None:
+        return default_splits(eval_split)[0]
+
+    def check_reference(self, reference: str, eval_split: str, number: int) -> None:
+        """A reference must be a TOFU per-question file evaluated on this request's evaluation split."""
+        data = load_reference(reference)  # names the file and what it lacks
+        found = data.get("format")
+        if found is not None and found != FORMAT_NAME:
+            raise ValueError(f"--retain_references entry {number} ({reference}) is a {found!r} file, not a TOFU "
+                             f"evaluation ({EVAL_FILE}): give the retain model's TOFU evaluation on {eval_split}.")
+        config = data.get("config") or {}
+        split = config.get("forget_split")
+        if split is not None and split.removesuffix("_perturbed") != eval_split:
+            raise ValueError(
+                f"--retain_references entry {number} ({reference}) was evaluated on {split!r}, but request {number} "
+                f"is evaluated on {eval_split!r}: give the reference made on {eval_split} (for TOFU the retain model "
+                f"of that split, e.g. {self.default_retain(eval_split) or 'its retain model'}).")
+        holdout = resolve_splits(eval_split, self.holdout_split)["holdout"]
+        if "holdout_split" in config and config["holdout_split"] != holdout:
+            raise ValueError(
+                f"--retain_references entry {number} ({reference}) was evaluated with holdout split "
+                f"{config['holdout_split']!r}, but request {number} would use {holdout!r}"
+                + (" (--holdout_split)" if self.holdout_split else "") + ": leave --holdout_split unset, so that "
+                "each request uses its own split's holdout, or give references made with the same holdout split.")
+
+    def evaluate(self, model, tokenizer, eval_split: str, reference: str | None, template=None):
+        return evaluate_tofu(model, tokenizer, self.dataset_name, eval_split, holdout_split=self.holdout_split,
+                             retain_reference=reference, template=template, **self.eval_kwargs)
+
+
+#: The model card's results table (tofu_summary.json keys).
+CARD_ROWS = (
+    ("forget_quality", "Forget quality (KS p-value vs retain model)"),
+    ("model_utility", "Model utility (hmean of 9)"),
+    ("forget_truth_ratio", "Forget truth ratio"),
+    ("forget_prob", "Forget probability"),
+    ("forget_rouge", "Forget ROUGE-L recall"),
+    ("retain_prob", "Retain probability"),
+    ("retain_rouge", "Retain ROUGE-L recall"),
+    ("retain_truth_ratio", "Retain truth ratio"),
+    ("ra_prob", "Real authors probability"),
+    ("ra_rouge", "Real authors ROUGE-L recall"),
+    ("ra_truth_ratio", "Real authors truth ratio"),
+    ("wf_prob", "World facts probability"),
+    ("wf_rouge", "World facts ROUGE-L recall"),
+    ("wf_truth_ratio", "World facts truth ratio"),
+    *M.PRIVACY_CARD_ROWS,
+)
+
 TOFU = register_benchmark(Benchmark(
     name="tofu",
     description="TOFU (Maini et al. 2024): forget quality, model utility, truth ratios, MIA, memorisation.",
@@ -666,4 +758,9 @@ TOFU = register_benchmark(Benchmark(
     forget_metric="forget_quality",
     utility_metric="model_utility",
     forget_metric_needs="retain_reference",
+    card_rows=CARD_ROWS,
+    plot_metrics=("forget_quality", "model_utility", "forget_truth_ratio", "forget_rouge", "forget_prob", "privleak"),
+    log_scale=("forget_quality",),  # a KS p-value: its interesting range spans decades
+    forget_metric_line=(0.05, "p = 0.05"),
+    sequential=TofuRequests,
 ))

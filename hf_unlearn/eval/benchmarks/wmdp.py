@@ -456,6 +456,18 @@ def _summarise(results, names, subsets, subsample) -> tuple[dict, dict]:
     return per_sample, summary
 
 
+#: The model card's results table (wmdp_summary.json keys).
+CARD_ROWS = (
+    ("wmdp_bio_acc", "WMDP-Bio accuracy (lm-eval, chance 0.25)"),
+    ("wmdp_cyber_acc", "WMDP-Cyber accuracy (lm-eval, chance 0.25)"),
+    ("wmdp_chem_acc", "WMDP-Chem accuracy (lm-eval, chance 0.25)"),
+    ("mmlu_acc", "MMLU accuracy (lm-eval, utility)"),
+    ("mmlu_college_biology_acc", "MMLU college biology"),
+    ("mmlu_virology_acc", "MMLU virology"),
+    ("mmlu_college_computer_science_acc", "MMLU college computer science"),
+    ("mmlu_computer_security_acc", "MMLU computer security"),
+)
+
 WMDP = register_benchmark(Benchmark(
     name="wmdp",
     description="WMDP-Bio/-Cyber (-Chem) and MMLU zero-shot multiple-choice accuracy, computed by "
@@ -470,4 +482,5 @@ WMDP = register_benchmark(Benchmark(
     forget_metric="wmdp_max_acc",  # stop once every WMDP subset is at chance: max accuracy <= target (0.25)
     utility_metric="mmlu_acc",  # ... while MMLU holds
     forget_metric_higher_is_better=False,
+    card_rows=CARD_ROWS,  # no sequential mode: WMDP has no per-request forget splits to evaluate
 ))
