@@ -108,11 +108,13 @@ def register_benchmark(benchmark: Benchmark) -> Benchmark:
     """Adds `benchmark` to the registry (its module calls this at import); returns it."""
     if benchmark.name in _REGISTRY or benchmark.name == NO_BENCHMARK:
         raise ValueError(f"A benchmark named {benchmark.name!r} is already registered.")
-    shown = {benchmark.forget_metric, benchmark.utility_metric, *(k for k, _ in benchmark.card_rows),
-             *benchmark.plot_metrics, *benchmark.log_scale}
+    missing = {benchmark.forget_metric, benchmark.utility_metric} - set(benchmark.summary_keys)
+    if missing:
+        raise ValueError(f"Benchmark {benchmark.name!r}: headline metric(s) {sorted(missing)} not in summary_keys.")
+    shown = {*(key for key, _ in benchmark.card_rows), *benchmark.plot_metrics, *benchmark.log_scale}
     missing = shown - set(benchmark.summary_keys)
     if missing:
-        raise ValueError(f"Benchmark {benchmark.name!r}: metric(s) {sorted(missing)} shown or plotted but not in "
+        raise ValueError(f"Benchmark {benchmark.name!r}: card or plot metric(s) {sorted(missing)} not in "
                          "summary_keys.")
     _REGISTRY[benchmark.name] = benchmark
     return benchmark
