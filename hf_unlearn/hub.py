@@ -120,13 +120,17 @@ def unlearning_model_card(
         f"- retain split: `{retain_name}`" if retain_name else "- retain split: none",
         "",
     ]
+    entry, title = _benchmark(benchmark)
     if evaluated:
-        entry, title = _benchmark(benchmark)
         lines += [f"## Results ({title} evaluation)", "", results_table(results, results_before, entry), ""]
     else:
         lines += ["## Results", "", "This model was not evaluated after training: how much it forgot is not known.", ""]
-    if plot_file:
-        lines += ["## Forget quality vs model utility during training", "", f"![unlearning curve]({plot_file})", ""]
+    if plot_file:  # the run plot: the benchmark's forget metric against its utility metric
+        from .eval.benchmarks import DEFAULT_BENCHMARK, get_benchmark
+
+        drawn = entry or get_benchmark(DEFAULT_BENCHMARK)
+        axes = " vs ".join(key.replace("_", " ") for key in (drawn.forget_metric, drawn.utility_metric))
+        lines += [f"## {axes.capitalize()} during training", "", f"![unlearning curve]({plot_file})", ""]
     lines += ["## Recipe", "", "```yaml", yaml.safe_dump(recipe, sort_keys=True).rstrip(), "```", ""]
     if prompt_template:
         lines += ["## Prompt format", "", "Score and use this model with the format it was unlearned on "

@@ -336,7 +336,7 @@ def run_requests(requests: list[Request], benchmark, *, load_model: Callable[[li
             trainer.accelerator.wait_for_everyone()
             per_sample, summary = benchmark.evaluate(trainer.model, tokenizer, request.eval_split, request.reference,
                                                      template=template)
-            record = {"request": request.record(), "started_from": Path(start_from[-1]).name if start_from else "original model",
+            record = {"request": request.record(), "benchmark": benchmark.name, "started_from": Path(start_from[-1]).name if start_from else "original model",
                       "steps": trainer.state.global_step, "train_seconds": train_seconds, "summary": summary}
             if is_main:
                 benchmark.write(folder, per_sample, summary)
@@ -425,8 +425,8 @@ def sequential_model_card(done: list[dict], before: dict | None, *, model_name: 
                           method: str, optimizer: str, dataset_name: str, recipe: dict, metrics,
                           plot_file: str | None = None, library_name: str = "transformers", benchmark=None):
     """The model card of the model after `done` requests: the usual card (final results against the
-    starting model's; `benchmark`, an entry or name, gives its rows) plus a section listing every request
-    with its metrics."""
+    starting model's; `benchmark`, an entry or name, gives its rows; default: the one the requests were
+    evaluated on) plus a section listing every request with its metrics."""
     from huggingface_hub import ModelCard
 
     from .hub import unlearning_model_card
@@ -437,7 +437,8 @@ def sequential_model_card(done: list[dict], before: dict | None, *, model_name: 
         forget_split=" -> ".join(splits), retain_split=", ".join(dict.fromkeys(
             r["request"]["retain_split"] for r in done if r["request"]["retain_split"])) or None,
         recipe=recipe, library_name=library_name, results=done[-1]["summary"] if done else None,
-        results_before=before, extra_tags=["sequential-unlearning"], benchmark=benchmark)
+        results_before=before, extra_tags=["sequential-unlearning"],
+        benchmark=benchmark if benchmark is not None or not done else done[-1].get("benchmark"))
     section = [f"## Sequential unlearning requests ({len(done)})", "",
                "Each request starts from the model the previous one produced, with a fresh optimizer; it is "
                "evaluated after training on the split named (the whole set forgotten so far, for cumulative splits).",

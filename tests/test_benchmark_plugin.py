@@ -132,6 +132,7 @@ def test_no_package_or_script_file_names_the_toy(toy):
 
 def test_callback_card_and_plot(toy, data, tmp_path, make_model, tokenizer):
     from hf_unlearn.eval.callback import ForgetQualityCallback
+    from hf_unlearn.hub import unlearning_model_card
     from hf_unlearn.reporting import plot_unlearning
 
     model = make_model()
@@ -160,6 +161,10 @@ def test_callback_card_and_plot(toy, data, tmp_path, make_model, tokenizer):
     assert _row(FORGET_LABEL, before["toy_forget_nll"], after["toy_forget_nll"]) in card
     assert _row(KEEP_LABEL, before["toy_keep_prob"], after["toy_keep_prob"]) in card
     assert "Forget quality" not in card  # no other benchmark's rows
+    card = str(unlearning_model_card(model_name="m", base_model=None, method="ga", optimizer="adamw",
+                                     dataset_name=str(data), forget_split="forget10", retain_split=None, recipe={},
+                                     results=after, plot_file="p.png", benchmark=NAME))
+    assert "## Toy forget nll vs toy keep prob during training" in card
 
     plot = plot_unlearning([{"step": h["step"], **h["metrics"]} for h in history["history"]], tmp_path / "p.png",
                            before, after, benchmark=NAME)
@@ -197,7 +202,7 @@ def test_sequential_run(toy, data, tmp_path, make_model, tokenizer):
     def card(done, before, folder):
         sequential_model_card(done, before, model_name=folder.name, base_model=None, method="grad_diff",
                               optimizer="adamw", dataset_name=str(data), recipe={}, metrics=requests.card_metrics,
-                              plot_file=PLOT_FILE if folder == top else None, benchmark=NAME
+                              plot_file=PLOT_FILE if folder == top else None  # benchmark: from the records
                               ).save(str(folder / "README.md"))
 
     result = run_requests(plan, requests, load_model=load_model, tokenizer=tokenizer, args=args,
@@ -212,7 +217,7 @@ def test_sequential_run(toy, data, tmp_path, make_model, tokenizer):
     assert (top / PLOT_FILE).stat().st_size > 5000
     text = (top / "README.md").read_text()
     before, after = result["before"], json.loads((top / plan[-1].folder / "toyqa_summary.json").read_text())
-    assert "## Results (TOYQA evaluation)" in text
+    assert "## Results (TOYQA evaluation)" in text and "Forget quality" not in text
     assert _row(FORGET_LABEL, before["toy_forget_nll"], after["toy_forget_nll"]) in text
     assert f"| 2 | toy_b | 5 | toy_b | {after['toy_forget_nll']:.4g} | {after['toy_keep_prob']:.4g} |" in text
 
