@@ -3,6 +3,7 @@ evaluate / check / options / card rows / plot metrics / sequential requests, run
 the model card, the plots, a sequential run and examples/run_tofu.py --benchmark toyqa, while no package or
 script file names it (the number of non-test files one must touch to add a benchmark: 0)."""
 
+import dataclasses
 import json
 import math
 import sys
@@ -128,6 +129,8 @@ def test_no_package_or_script_file_names_the_toy(toy):
 
     assert ("toy_forget_nll", FORGET_LABEL) in hub.RESULT_ROWS  # the derived table sees it
     assert B.get_benchmark("tofu").card_rows[0][0] == "forget_quality"
+    with pytest.raises(ValueError, match=r"card or plot metric\(s\) \['toy_typo'\] not in summary_keys"):
+        B.register_benchmark(dataclasses.replace(toy, name="toy2", plot_metrics=("toy_typo",)))
 
 
 def test_callback_card_and_plot(toy, data, tmp_path, make_model, tokenizer):
