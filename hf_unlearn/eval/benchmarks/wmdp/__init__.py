@@ -12,7 +12,7 @@ Data (``dataset_name``):
 * the Hub id ``cais/wmdp`` -> lm-eval's own ``wmdp_bio`` / ``wmdp_cyber`` / ``wmdp_chem`` tasks, and
   ``cais/mmlu`` -> its ``mmlu`` group (57 subjects) for MMLU;
 * a local folder in the Hub schema (columns ``question``, ``choices`` (4 strings), ``answer`` (index
-  0-3)), read by the task YAMLs shipped in ``wmdp_tasks/`` (``json`` builder + ``data_files``)::
+  0-3)), read by the task YAMLs shipped in ``tasks/`` (``json`` builder + ``data_files``)::
 
       <folder>/wmdp-bio.json        test split of cais/wmdp, config wmdp-bio   (JSON lines or a JSON list)
       <folder>/wmdp-cyber.json      ... config wmdp-cyber
@@ -39,8 +39,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from . import Benchmark, register_benchmark
-from ...validation import read_text
+from .. import Benchmark, register_benchmark
+from ....validation import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ MMLU_SUBSETS = ("college_biology", "virology", "college_computer_science", "comp
 CHANCE_ACCURACY = 0.25  # four choices
 NUM_CHOICES = 4
 REQUIRED_COLUMNS = ("question", "choices", "answer")
-TASKS_DIR = Path(__file__).with_name("wmdp_tasks")
+TASKS_DIR = Path(__file__).with_name("tasks")
 EVAL_FILE = "wmdp_eval.json"
 SUMMARY_FILE = "wmdp_summary.json"
 HISTORY_FILE = "wmdp_history.json"
