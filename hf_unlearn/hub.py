@@ -9,38 +9,35 @@ from pathlib import Path
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
-# Keys shown in the results table, in order (tofu_summary.json, muse_summary.json and wmdp_summary.json names).
-RESULT_ROWS = (
-    ("wmdp_bio_acc", "WMDP-Bio accuracy (lm-eval, chance 0.25)"),
-    ("wmdp_cyber_acc", "WMDP-Cyber accuracy (lm-eval, chance 0.25)"),
-    ("wmdp_chem_acc", "WMDP-Chem accuracy (lm-eval, chance 0.25)"),
-    ("mmlu_acc", "MMLU accuracy (lm-eval, utility)"),
-    ("mmlu_college_biology_acc", "MMLU college biology"),
-    ("mmlu_virology_acc", "MMLU virology"),
-    ("mmlu_college_computer_science_acc", "MMLU college computer science"),
-    ("mmlu_computer_security_acc", "MMLU computer security"),
-    ("forget_verbmem_rouge", "VerbMem on forget (ROUGE-L F1)"),
-    ("forget_knowmem_rouge", "KnowMem on forget (ROUGE-L F1)"),
-    ("retain_knowmem_rouge", "KnowMem on retain (ROUGE-L F1, utility)"),
-    ("forget_quality", "Forget quality (KS p-value vs retain model)"),
-    ("model_utility", "Model utility (hmean of 9)"),
-    ("forget_truth_ratio", "Forget truth ratio"),
-    ("forget_prob", "Forget probability"),
-    ("forget_rouge", "Forget ROUGE-L recall"),
-    ("retain_prob", "Retain probability"),
-    ("retain_rouge", "Retain ROUGE-L recall"),
-    ("retain_truth_ratio", "Retain truth ratio"),
-    ("ra_prob", "Real authors probability"),
-    ("ra_rouge", "Real authors ROUGE-L recall"),
-    ("ra_truth_ratio", "Real authors truth ratio"),
-    ("wf_prob", "World facts probability"),
-    ("wf_rouge", "World facts ROUGE-L recall"),
-    ("wf_truth_ratio", "World facts truth ratio"),
-    ("privleak", "PrivLeak (MUSE's sign: ~0 like the retrained model, < 0 under-, > 0 over-unlearning)"),
-    ("mia_min_k_auc", "Min-K% MIA AUC, forget vs holdout (1 = forget texts all member-like, 0.5 = chance)"),
-    ("extraction_strength", "Extraction strength"),
-    ("exact_memorization", "Exact memorisation"),
-)
+def _all_rows() -> tuple[tuple[str, str], ...]:
+    from .eval.benchmarks import registered
+
+    rows = {}
+    for entry in registered():
+        for key, label in entry.card_rows:
+            rows.setdefault(key, label)
+    return tuple(rows.items())
+
+
+def __getattr__(name: str):
+    # RESULT_ROWS, every registered benchmark's card rows in registration order (each benchmark declares its
+    # own as `Benchmark.card_rows`); computed on access, so a benchmark registered later is in it.
+    if name == "RESULT_ROWS":
+        return _all_rows()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _benchmark(benchmark):
+    """(entry or None, title) of a card's `benchmark`: an entry, a registered name in any case, or None."""
+    from .eval.benchmarks import DEFAULT_BENCHMARK, Benchmark, benchmark_names, get_benchmark
+
+    if isinstance(benchmark, Benchmark):
+        return benchmark, benchmark.title
+    if benchmark is None:
+        return None, get_benchmark(DEFAULT_BENCHMARK).title
+    name = str(benchmark).lower()  # scripts name theirs "MUSE", as the title shows it
+    entry = get_benchmark(name) if name in benchmark_names() else None
+    return entry, entry.title if entry is not None else str(benchmark)
 
 
 def _cell(value) -> str:
@@ -49,10 +46,13 @@ def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def results_table(after: dict, before: dict | None = None) -> str:
+def results_table(after: dict, before: dict | None = None, benchmark=None) -> str:
+    """The card's results table: the rows of `benchmark` (entry or name; None: every registered benchmark's)
+    whose keys `after` holds."""
+    entry, _ = _benchmark(benchmark)
     header = "| metric | before | after |\n|---|---|---|" if before else "| metric | value |\n|---|---|"
     rows = []
-    for key, label in RESULT_ROWS:
+    for key, label in entry.card_rows if entry is not None else _all_rows():
         if key not in after:
             continue
         if before:
@@ -86,14 +86,15 @@ def unlearning_model_card(
     *, model_name: str, base_model: str | None, method: str, optimizer: str, dataset_name: str,
     forget_split: str, retain_split: str | None, recipe: dict, library_name: str = "transformers",
     results: dict | None = None, results_before: dict | None = None, plot_file: str | None = None,
-    extra_tags: list[str] | None = None, prompt_template: dict | None = None, benchmark: str = "TOFU",
+    extra_tags: list[str] | None = None, prompt_template: dict | None = None, benchmark=None,
     gguf_source: dict | None = None,
 ) -> ModelCard:
     """A `huggingface_hub.ModelCard` describing one unlearning run.
 
     It says only what is known: Hub ids in the metadata only when they are Hub ids (local files are named
     as local, by folder name, never by path), results and a plot only when there are some, and without
-    results no claim that anything was forgotten."""
+    results no claim that anything was forgotten. `benchmark` (its entry or registered name) gives the results
+    table's rows and title; None: every registered benchmark's rows, titled as the default benchmark."""
     tags = ["unlearning", "hf-unlearn", method, *([] if optimizer == "adamw" else [optimizer]), *(extra_tags or [])]
     data = ModelCardData(
         base_model=base_model if is_hub_id(base_model) else None,
@@ -119,12 +120,17 @@ def unlearning_model_card(
         f"- retain split: `{retain_name}`" if retain_name else "- retain split: none",
         "",
     ]
+    entry, title = _benchmark(benchmark)
     if evaluated:
-        lines += [f"## Results ({benchmark} evaluation)", "", results_table(results, results_before), ""]
+        lines += [f"## Results ({title} evaluation)", "", results_table(results, results_before, entry), ""]
     else:
         lines += ["## Results", "", "This model was not evaluated after training: how much it forgot is not known.", ""]
-    if plot_file:
-        lines += ["## Forget quality vs model utility during training", "", f"![unlearning curve]({plot_file})", ""]
+    if plot_file:  # the run plot: the benchmark's forget metric against its utility metric
+        from .eval.benchmarks import DEFAULT_BENCHMARK, get_benchmark
+
+        drawn = entry or get_benchmark(DEFAULT_BENCHMARK)
+        axes = " vs ".join(key.replace("_", " ") for key in (drawn.forget_metric, drawn.utility_metric))
+        lines += [f"## {axes.capitalize()} during training", "", f"![unlearning curve]({plot_file})", ""]
     lines += ["## Recipe", "", "```yaml", yaml.safe_dump(recipe, sort_keys=True).rstrip(), "```", ""]
     if prompt_template:
         lines += ["## Prompt format", "", "Score and use this model with the format it was unlearned on "

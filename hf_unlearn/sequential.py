@@ -79,147 +79,75 @@ def split_list(value: str | None) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
-class TofuRequests:
-    """TOFU question/answer splits; evaluation `evaluate_tofu` on the request's evaluation split."""
+class SequentialRequests:
+    """The benchmark side of a sequential run: what a request loads, how it is evaluated, what its reference
+    must be. A benchmark that runs sequentially names a subclass as its ``Benchmark.sequential`` (built as
+    ``cls(dataset_name, **options)``, beside the benchmark); `name` is the registered benchmark's, whose
+    entry gives the plot and the result files."""
 
-    name = "tofu"
-    card_metrics = ("forget_quality", "model_utility", "forget_rouge")
-    plot_metrics = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_rouge", "forget_prob",
-                    "privleak")
-    log_scale = ("forget_quality",)
+    name: str
+    key_columns: tuple[str, ...] = ()  # two requests' rows are the same row when these columns are
+    card_metrics: tuple[str, ...] = ()  # the columns of the card's requests table
 
-    def __init__(self, dataset_name: str, *, key_columns=("question", "answer"), holdout_split: str | None = None,
-                 batch_size: int = 32, max_new_tokens: int = 200, subsample: int | None = None,
-                 show_progress: bool = True):
-        self.dataset_name = dataset_name
-        self.key_columns = tuple(key_columns)
-        self.holdout_split = holdout_split
-        self.eval_kwargs = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, subsample=subsample,
-                                show_progress=show_progress)
+    @property
+    def benchmark(self):
+        from .eval.benchmarks import get_benchmark
+
+        return get_benchmark(self.name)
+
+    @property
+    def plot_metrics(self) -> tuple[str, ...]:
+        return self.benchmark.drawn_metrics
+
+    @property
+    def log_scale(self) -> tuple[str, ...]:
+        return self.benchmark.log_scale
 
     def default_mode(self, splits: list[str]) -> str:
-        return "cumulative"  # forget01 < forget05 < forget10
+        return "disjoint"
 
     def load(self, split: str, role: str = "forget") -> datasets.Dataset:
-        """A split, every row checked (a bad row is named by file and line)."""
-        from .validation import load_checked_split
-
-        flag = "--forget_splits" if role == "forget" else "--retain_split"
-        return load_checked_split(self.dataset_name, split, self.key_columns, role, flag)
-
-    def check_evaluation(self, eval_split: str) -> None:
-        """The evaluation splits of `eval_split` exist and their rows are sound."""
-        from .eval.benchmarks.tofu import resolve_splits
-        from .validation import RunInputError, tofu_evaluation_files
-
-        holdout = resolve_splits(eval_split, self.holdout_split)["holdout"]
-        if tofu_evaluation_files(self.dataset_name, eval_split, holdout) is None:
-            raise RunInputError(f"{self.dataset_name} has no {eval_split}_perturbed split: the evaluation after the "
-                                f"request on {eval_split} needs it (and retain_perturbed, real_authors_perturbed, "
-                                "world_facts_perturbed).")
+        raise NotImplementedError
 
     def default_retain(self, eval_split: str) -> str | None:
-        from .data.tofu import default_splits
-
-        return default_splits(eval_split)[0]
-
-    def check_reference(self, reference: str, eval_split: str, number: int) -> None:
-        """A reference must be a TOFU per-question file evaluated on this request's evaluation split."""
-        from .eval.benchmarks.tofu import EVAL_FILE, FORMAT_NAME, load_reference, resolve_splits
-
-        data = load_reference(reference)  # names the file and what it lacks
-        found = data.get("format")
-        if found is not None and found != FORMAT_NAME:
-            raise ValueError(f"--retain_references entry {number} ({reference}) is a {found!r} file, not a TOFU "
-                             f"evaluation ({EVAL_FILE}): give the retain model's TOFU evaluation on {eval_split}.")
-        config = data.get("config") or {}
-        split = config.get("forget_split")
-        if split is not None and split.removesuffix("_perturbed") != eval_split:
-            raise ValueError(
-                f"--retain_references entry {number} ({reference}) was evaluated on {split!r}, but request {number} "
-                f"is evaluated on {eval_split!r}: give the reference made on {eval_split} (for TOFU the retain model "
-                f"of that split, e.g. {self.default_retain(eval_split) or 'its retain model'}).")
-        holdout = resolve_splits(eval_split, self.holdout_split)["holdout"]
-        if "holdout_split" in config and config["holdout_split"] != holdout:
-            raise ValueError(
-                f"--retain_references entry {number} ({reference}) was evaluated with holdout split "
-                f"{config['holdout_split']!r}, but request {number} would use {holdout!r}"
-                + (" (--holdout_split)" if self.holdout_split else "") + ": leave --holdout_split unset, so that "
-                "each request uses its own split's holdout, or give references made with the same holdout split.")
-
-    def evaluate(self, model, tokenizer, eval_split: str, reference: str | None, template=None):
-        from .eval.benchmarks.tofu import evaluate_tofu
-
-        return evaluate_tofu(model, tokenizer, self.dataset_name, eval_split, holdout_split=self.holdout_split,
-                             retain_reference=reference, template=template, **self.eval_kwargs)
-
-    def write(self, folder: Path, per_sample: dict, summary: dict) -> None:
-        from .eval.runner import write_results
-
-        write_results(folder, per_sample, summary)
-
-
-class MuseRequests:
-    """MUSE text splits (``sust/forget_k``, ``scal/forget_k``, any ``config/split``); the six-way MUSE
-    evaluation after every request (it reads the fixed verbmem / knowmem / privleak splits, so every
-    request is evaluated on the same questions; reference k is the retrain model's muse_eval.json)."""
-
-    name = "muse"
-    key_columns = ("text",)
-    card_metrics = ("forget_verbmem_rouge", "forget_knowmem_rouge", "retain_knowmem_rouge", "privleak")
-    plot_metrics = ("forget_verbmem_rouge", "forget_knowmem_rouge", "retain_knowmem_rouge", "privleak",
-                    "mia_min_k_auc")
-    log_scale = ()
-
-    def __init__(self, dataset_name: str, *, retain_split: str = "raw/retain1", batch_size: int = 32,
-                 verbmem_max_new_tokens: int = 128, knowmem_max_new_tokens: int = 32, show_progress: bool = True):
-        self.dataset_name = dataset_name
-        self.retain_split = retain_split
-        self.eval_kwargs = dict(batch_size=batch_size, verbmem_max_new_tokens=verbmem_max_new_tokens,
-                                knowmem_max_new_tokens=knowmem_max_new_tokens, show_progress=show_progress)
-        self._checked = False
-
-    def default_mode(self, splits: list[str]) -> str:
-        """sust (disjoint batches) is sequential; scal (nested sizes) is each from the original model."""
-        from .data.muse import parse_split
-
-        configs = {parse_split(split)[0] for split in splits}
-        return "independent" if configs == {"scal"} else "disjoint"
-
-    def load(self, split: str, role: str = "forget") -> datasets.Dataset:
-        from .data.muse import load_texts
-
-        return datasets.Dataset.from_dict({"text": load_texts(self.dataset_name, split)})
-
-    def default_retain(self, eval_split: str) -> str:
-        return self.retain_split
+        return None
 
     def check_evaluation(self, eval_split: str) -> None:
-        from .eval.benchmarks.muse import check_muse
-
-        if not self._checked:  # the same splits for every request
-            check_muse(self.dataset_name, verbmem_max_new_tokens=self.eval_kwargs["verbmem_max_new_tokens"],
-                       knowmem_max_new_tokens=self.eval_kwargs["knowmem_max_new_tokens"])
-            self._checked = True
+        """Raises if the evaluation after a request on `eval_split` cannot run (checked before any training)."""
 
     def check_reference(self, reference: str, eval_split: str, number: int) -> None:
-        """A MUSE evaluation (not TOFU's) of the same privleak texts."""
-        from .eval.benchmarks.muse import check_muse
+        """Raises if `reference` is no reference for request `number`, evaluated on `eval_split`."""
 
-        try:
-            check_muse(self.dataset_name, retain_reference=reference)
-        except (ValueError, FileNotFoundError) as err:
-            raise ValueError(f"--retain_references entry {number} ({reference}): {err}") from None
-
-    def evaluate(self, model, tokenizer, eval_split: str, reference: str | None, template=None):
-        from .eval.benchmarks.muse import evaluate_muse
-
-        return evaluate_muse(model, tokenizer, self.dataset_name, retain_reference=reference, **self.eval_kwargs)
+    def evaluate(self, model, tokenizer, eval_split: str, reference: str | None, template=None) -> tuple[dict, dict]:
+        raise NotImplementedError
 
     def write(self, folder: Path, per_sample: dict, summary: dict) -> None:
         from .eval.runner import write_results
 
-        write_results(folder, per_sample, summary, benchmark="muse")
+        write_results(folder, per_sample, summary, self.benchmark)
+
+
+def sequential_requests(benchmark, dataset_name: str, **options) -> SequentialRequests:
+    """The sequential requests of registered benchmark `benchmark` (name or entry) on `dataset_name`; a
+    ValueError for a benchmark without a sequential mode."""
+    from .eval.benchmarks import get_benchmark
+
+    entry = get_benchmark(benchmark)
+    if entry is None or entry.sequential is None:
+        raise ValueError(f"Benchmark {getattr(entry, 'name', benchmark)!r} has no sequential mode (its Benchmark "
+                         "entry names no `sequential` class): every request is evaluated, so a sequential run needs "
+                         "a benchmark that declares one.")
+    return entry.sequential(dataset_name, **options)
+
+
+def __getattr__(name: str):
+    # The benchmarks' request classes (TofuRequests, ...) live beside their benchmarks; importable here too.
+    from .eval.benchmarks import registered
+
+    for entry in registered():
+        if entry.sequential is not None and entry.sequential.__name__ == name:
+            return entry.sequential
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -408,7 +336,7 @@ def run_requests(requests: list[Request], benchmark, *, load_model: Callable[[li
             trainer.accelerator.wait_for_everyone()
             per_sample, summary = benchmark.evaluate(trainer.model, tokenizer, request.eval_split, request.reference,
                                                      template=template)
-            record = {"request": request.record(), "started_from": Path(start_from[-1]).name if start_from else "original model",
+            record = {"request": request.record(), "benchmark": benchmark.name, "started_from": Path(start_from[-1]).name if start_from else "original model",
                       "steps": trainer.state.global_step, "train_seconds": train_seconds, "summary": summary}
             if is_main:
                 benchmark.write(folder, per_sample, summary)
@@ -495,9 +423,10 @@ def requests_table(done: list[dict], before: dict | None, metrics) -> str:
 
 def sequential_model_card(done: list[dict], before: dict | None, *, model_name: str, base_model: str | None,
                           method: str, optimizer: str, dataset_name: str, recipe: dict, metrics,
-                          plot_file: str | None = None, library_name: str = "transformers"):
+                          plot_file: str | None = None, library_name: str = "transformers", benchmark=None):
     """The model card of the model after `done` requests: the usual card (final results against the
-    starting model's) plus a section listing every request with its metrics."""
+    starting model's; `benchmark`, an entry or name, gives its rows; default: the one the requests were
+    evaluated on) plus a section listing every request with its metrics."""
     from huggingface_hub import ModelCard
 
     from .hub import unlearning_model_card
@@ -508,7 +437,8 @@ def sequential_model_card(done: list[dict], before: dict | None, *, model_name: 
         forget_split=" -> ".join(splits), retain_split=", ".join(dict.fromkeys(
             r["request"]["retain_split"] for r in done if r["request"]["retain_split"])) or None,
         recipe=recipe, library_name=library_name, results=done[-1]["summary"] if done else None,
-        results_before=before, extra_tags=["sequential-unlearning"])
+        results_before=before, extra_tags=["sequential-unlearning"],
+        benchmark=benchmark if benchmark is not None or not done else done[-1].get("benchmark"))
     section = [f"## Sequential unlearning requests ({len(done)})", "",
                "Each request starts from the model the previous one produced, with a fresh optimizer; it is "
                "evaluated after training on the split named (the whole set forgotten so far, for cumulative splits).",
@@ -519,6 +449,6 @@ def sequential_model_card(done: list[dict], before: dict | None, *, model_name: 
     return ModelCard(head + "\n".join(section) + "\n## Recipe" + recipe_part)
 
 
-__all__ = ["SequentialArguments", "TofuRequests", "MuseRequests", "Request", "plan_requests", "run_requests", "summarise",
+__all__ = ["SequentialArguments", "SequentialRequests", "sequential_requests", "Request", "plan_requests", "run_requests", "summarise",
            "plot_requests", "requests_table", "sequential_model_card", "split_list", "resolve_resume_flag", "SEQUENTIAL_MODES", "REQUEST_FILE", "SUMMARY_FILE",
            "PLOT_FILE"]

@@ -498,11 +498,12 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
                           tags: list[str] | None = None, *, base_model: str | None = None,
                           forget_split: str = "forget10", retain_split: str | None = None,
                           results: dict | None = None, results_before: dict | None = None,
-                          plot_file: str | None = None, benchmark: str = "TOFU", script_args: dict | None = None,
+                          plot_file: str | None = None, benchmark=None, script_args: dict | None = None,
                           **kwargs) -> None:
         """Writes README.md (the Hub model card) into `output_dir`. Scripts describe the run with the keywords
         (base model, splits, results before and after, plot file, script flags) and pass the same ones to
-        `push_to_hub`, which hands them back here; whatever is missing is left out of the card.
+        `push_to_hub`, which hands them back here; whatever is missing is left out of the card. `benchmark`
+        (entry or name) gives the results table's rows; default: the benchmark this trainer evaluates.
         """
         if not self.is_world_process_zero():
             return
@@ -515,7 +516,7 @@ class UnlearningTrainer(ReliableSaveMixin, Trainer):
             recipe=recipe_of(self.args, script_args),
             library_name="peft" if is_peft_model(self.model) else "transformers",
             results=results, results_before=results_before, plot_file=plot_file, extra_tags=tags,
-            benchmark=benchmark,
+            benchmark=benchmark if benchmark is not None else getattr(self.benchmark_evaluation, "benchmark", None),
             prompt_template=self.prompt_template.to_dict() if self.prompt_template is not None else None,
             gguf_source=getattr(getattr(self.accelerator.unwrap_model(self.model), "config", None), "gguf_source", None),
         )

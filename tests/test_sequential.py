@@ -235,7 +235,8 @@ def test_run_sequential_on_muse_sust(tmp_path):
     for k, folder in enumerate(("request_1_sust_forget_1", "request_2_sust_forget_2")):
         summary = json.loads((out / folder / "muse_summary.json").read_text())
         assert summary["privleak"] == result["metrics"]["privleak"][k] and summary["privleak"] is not None
-    assert "forget_verbmem_rouge" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "forget_verbmem_rouge" in card and "## Results (MUSE evaluation)" in card  # the requests' benchmark
 
 
 def test_lora_requests_continue_from_the_merged_adapters(seq_setup, tmp_path, monkeypatch):

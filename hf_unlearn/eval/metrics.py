@@ -56,6 +56,14 @@ PRIVACY_READING = (
     "privleak: MUSE's sign and scale, ~0 = like the retain / retrained model, strongly negative (to -100) = "
     "under-unlearning, positive = over-unlearning.")
 
+#: Model-card rows (summary key, label) of the privacy and memorisation metrics TOFU's and MUSE's summaries share.
+PRIVACY_CARD_ROWS = (
+    ("privleak", "PrivLeak (MUSE's sign: ~0 like the retrained model, < 0 under-, > 0 over-unlearning)"),
+    ("mia_min_k_auc", "Min-K% MIA AUC, forget vs holdout (1 = forget texts all member-like, 0.5 = chance)"),
+    ("extraction_strength", "Extraction strength"),
+    ("exact_memorization", "Exact memorisation"),
+)
+
 MODEL_UTILITY_KEYS = (
     "retain_probability",
     "retain_rouge",

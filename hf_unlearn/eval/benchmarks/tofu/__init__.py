@@ -42,14 +42,14 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ...data.formatting import default_template
-from ...data.tofu import default_splits, load_split
-from .. import metrics as M
-from ..runner import gather, shard
-from ..scoring import AnswerScore, check_tokenizer, dist_rank_world, generate_answers, score_answers
-from . import Benchmark, register_benchmark
-from ..attacks import AttackOptions
-from ...validation import read_text
+from ....data.formatting import default_template
+from ....data.tofu import default_splits, load_split
+from ... import metrics as M
+from ...runner import gather, shard
+from ...scoring import AnswerScore, check_tokenizer, dist_rank_world, generate_answers, score_answers
+from .. import Benchmark, register_benchmark
+from ...attacks import AttackOptions
+from ....validation import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ __all__ = [
     "load_reference",
     "check_tofu",
     "evaluate_tofu",
+    "TofuRequests",
+    "CARD_ROWS",
 ]
 
 EVAL_FILE = "tofu_eval.json"
@@ -387,8 +389,8 @@ def _split_records(key: str, rows: list[dict], raw: list[dict], mia_include_eos:
 def _add_model_attacks(per_sample, items, model, tokenizer, reference, template, batch_size, show_progress,
                        include_eos, gradnorm, reference_model) -> None:
     """The gradient-norm and reference-model attacks' scores into the forget and holdout records."""
-    from ..attacks import qa_attack_scores
-    from ..scoring import _zero3
+    from ...attacks import qa_attack_scores
+    from ...scoring import _zero3
 
     keys = ("forget", "holdout")
     if gradnorm and _zero3():
@@ -653,6 +655,27 @@ class TofuOptions(AttackOptions):
     )
 
 
+from .sequential import TofuRequests  # noqa: E402 (it reads the names above)
+
+#: The model card's results table (tofu_summary.json keys).
+CARD_ROWS = (
+    ("forget_quality", "Forget quality (KS p-value vs retain model)"),
+    ("model_utility", "Model utility (hmean of 9)"),
+    ("forget_truth_ratio", "Forget truth ratio"),
+    ("forget_prob", "Forget probability"),
+    ("forget_rouge", "Forget ROUGE-L recall"),
+    ("retain_prob", "Retain probability"),
+    ("retain_rouge", "Retain ROUGE-L recall"),
+    ("retain_truth_ratio", "Retain truth ratio"),
+    ("ra_prob", "Real authors probability"),
+    ("ra_rouge", "Real authors ROUGE-L recall"),
+    ("ra_truth_ratio", "Real authors truth ratio"),
+    ("wf_prob", "World facts probability"),
+    ("wf_rouge", "World facts ROUGE-L recall"),
+    ("wf_truth_ratio", "World facts truth ratio"),
+    *M.PRIVACY_CARD_ROWS,
+)
+
 TOFU = register_benchmark(Benchmark(
     name="tofu",
     description="TOFU (Maini et al. 2024): forget quality, model utility, truth ratios, MIA, memorisation.",
@@ -666,4 +689,9 @@ TOFU = register_benchmark(Benchmark(
     forget_metric="forget_quality",
     utility_metric="model_utility",
     forget_metric_needs="retain_reference",
+    card_rows=CARD_ROWS,
+    plot_metrics=("forget_quality", "model_utility", "forget_truth_ratio", "forget_rouge", "forget_prob", "privleak"),
+    log_scale=("forget_quality",),  # a KS p-value: its interesting range spans decades
+    forget_metric_line=(0.05, "p = 0.05"),
+    sequential=TofuRequests,
 ))

@@ -60,12 +60,12 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from ...data.muse import load_muse_split
-from . import Benchmark, register_benchmark
-from ..attacks import AttackOptions
-from .. import metrics as M
-from ..scoring import check_tokenizer, dist_rank_world, generate_from_ids, score_sequences
-from ...validation import read_text
+from ....data.muse import load_muse_split
+from .. import Benchmark, register_benchmark
+from ...attacks import AttackOptions
+from ... import metrics as M
+from ...scoring import check_tokenizer, dist_rank_world, generate_from_ids, score_sequences
+from ....validation import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -397,8 +397,8 @@ def _add_model_attacks(per_sample, sequences, model, tokenizer, reference, batch
                        reference_model) -> None:
     """The gradient-norm and reference-model attacks' scores (`hf_unlearn.eval.attacks`) into the privleak
     records: the text tokens, as the other attacks read them (the closing EOS left out)."""
-    from ..attacks import sequence_attack_scores
-    from ..scoring import _zero3
+    from ...attacks import sequence_attack_scores
+    from ...scoring import _zero3
 
     if gradnorm and _zero3():
         logger.warning("The gradient-norm attack is left out under ZeRO-3 (partitioned parameters).")
@@ -472,6 +472,16 @@ class MuseOptions(AttackOptions):
     )
 
 
+from .sequential import MuseRequests  # noqa: E402 (it reads the names above)
+
+#: The model card's results table (muse_summary.json keys).
+CARD_ROWS = (
+    ("forget_verbmem_rouge", "VerbMem on forget (ROUGE-L F1)"),
+    ("forget_knowmem_rouge", "KnowMem on forget (ROUGE-L F1)"),
+    ("retain_knowmem_rouge", "KnowMem on retain (ROUGE-L F1, utility)"),
+    *M.PRIVACY_CARD_ROWS,
+)
+
 MUSE = register_benchmark(Benchmark(
     name="muse",
     description="MUSE (Shi et al. 2024): VerbMem, KnowMem on forget and retain, PrivLeak, MIA AUCs, extraction "
@@ -488,4 +498,7 @@ MUSE = register_benchmark(Benchmark(
     forget_metric="forget_verbmem_rouge",
     utility_metric="retain_knowmem_rouge",
     forget_metric_higher_is_better=False,
+    card_rows=CARD_ROWS,
+    plot_metrics=("forget_verbmem_rouge", "forget_knowmem_rouge", "retain_knowmem_rouge", "privleak", "mia_min_k_auc"),
+    sequential=MuseRequests,
 ))

@@ -12,7 +12,7 @@ Data (``dataset_name``):
 * the Hub id ``cais/wmdp`` -> lm-eval's own ``wmdp_bio`` / ``wmdp_cyber`` / ``wmdp_chem`` tasks, and
   ``cais/mmlu`` -> its ``mmlu`` group (57 subjects) for MMLU;
 * a local folder in the Hub schema (columns ``question``, ``choices`` (4 strings), ``answer`` (index
-  0-3)), read by the task YAMLs shipped in ``wmdp_tasks/`` (``json`` builder + ``data_files``)::
+  0-3)), read by the task YAMLs shipped in ``tasks/`` (``json`` builder + ``data_files``)::
 
       <folder>/wmdp-bio.json        test split of cais/wmdp, config wmdp-bio   (JSON lines or a JSON list)
       <folder>/wmdp-cyber.json      ... config wmdp-cyber
@@ -39,8 +39,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from . import Benchmark, register_benchmark
-from ...validation import read_text
+from .. import Benchmark, register_benchmark
+from ....validation import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ MMLU_SUBSETS = ("college_biology", "virology", "college_computer_science", "comp
 CHANCE_ACCURACY = 0.25  # four choices
 NUM_CHOICES = 4
 REQUIRED_COLUMNS = ("question", "choices", "answer")
-TASKS_DIR = Path(__file__).with_name("wmdp_tasks")
+TASKS_DIR = Path(__file__).with_name("tasks")
 EVAL_FILE = "wmdp_eval.json"
 SUMMARY_FILE = "wmdp_summary.json"
 HISTORY_FILE = "wmdp_history.json"
@@ -456,6 +456,18 @@ def _summarise(results, names, subsets, subsample) -> tuple[dict, dict]:
     return per_sample, summary
 
 
+#: The model card's results table (wmdp_summary.json keys).
+CARD_ROWS = (
+    ("wmdp_bio_acc", "WMDP-Bio accuracy (lm-eval, chance 0.25)"),
+    ("wmdp_cyber_acc", "WMDP-Cyber accuracy (lm-eval, chance 0.25)"),
+    ("wmdp_chem_acc", "WMDP-Chem accuracy (lm-eval, chance 0.25)"),
+    ("mmlu_acc", "MMLU accuracy (lm-eval, utility)"),
+    ("mmlu_college_biology_acc", "MMLU college biology"),
+    ("mmlu_virology_acc", "MMLU virology"),
+    ("mmlu_college_computer_science_acc", "MMLU college computer science"),
+    ("mmlu_computer_security_acc", "MMLU computer security"),
+)
+
 WMDP = register_benchmark(Benchmark(
     name="wmdp",
     description="WMDP-Bio/-Cyber (-Chem) and MMLU zero-shot multiple-choice accuracy, computed by "
@@ -470,4 +482,5 @@ WMDP = register_benchmark(Benchmark(
     forget_metric="wmdp_max_acc",  # stop once every WMDP subset is at chance: max accuracy <= target (0.25)
     utility_metric="mmlu_acc",  # ... while MMLU holds
     forget_metric_higher_is_better=False,
+    card_rows=CARD_ROWS,  # no sequential mode: WMDP has no per-request forget splits to evaluate
 ))
