@@ -36,6 +36,28 @@ def wmdp_setup(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def muse_setup(tmp_path_factory):
+    """A small synthetic MUSE corpus and a tiny model with a tokenizer trained on it."""
+    from hf_unlearn.data.muse import muse_strings
+    from hf_unlearn.offline.muse_synthetic import generate_muse, write_muse
+    from hf_unlearn.offline.tiny import build_tiny_llama, train_tokenizer
+
+    root = tmp_path_factory.mktemp("entry_muse")
+    data = write_muse(root / "muse", generate_muse(num_forget=4, num_retain1=4, num_retain2=2, num_holdout=2, seed=0))
+    tokenizer = train_tokenizer(muse_strings(str(data)), vocab_size=300)
+    build_tiny_llama(tokenizer, seed=0, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                     max_position_embeddings=256).save_pretrained(root / "target")
+    tokenizer.save_pretrained(root / "target")
+    return root
+
+
+def muse_flags(root, out, *extra) -> list[str]:
+    return ["--benchmark", "muse", "--model_name_or_path", str(root / "target"), "--dataset_name", str(root / "muse"),
+            "--output_dir", str(out), "--per_device_train_batch_size", "2", "--max_length", "32", "--use_cpu", "true",
+            "--report_to", "none", "--disable_tqdm", "true", *extra]
+
+
 def wmdp_flags(root, out, *extra) -> list[str]:
     corpora = root / "wmdp_data" / "corpora"
     return ["--benchmark", "wmdp", "--model_name_or_path", str(root / "target"), "--dataset_name",
@@ -45,15 +67,17 @@ def wmdp_flags(root, out, *extra) -> list[str]:
             "--disable_tqdm", "true", *extra]
 
 
-@pytest.mark.parametrize("benchmark", ["tofu", "wmdp"])
-def test_killed_unlearn_resumes_bit_identically(benchmark, setup, wmdp_setup, tmp_path, capsys):
+@pytest.mark.parametrize("benchmark", ["tofu", "muse", "wmdp"])
+def test_killed_unlearn_resumes_bit_identically(benchmark, request, tmp_path, capsys):
     """Killed right after checkpoint-2, resumed with `--resume_from_checkpoint true` (refused by run_wmdp.py
     before the entry point): the model and the losses are those of the run that was never killed."""
     import unlearn
 
-    make = (lambda out: flags(setup, out, "--benchmark", "tofu", *RESUME_FLAGS)) if benchmark == "tofu" else \
-        (lambda out: wmdp_flags(wmdp_setup, out, *RESUME_FLAGS))
-    start = (setup if benchmark == "tofu" else wmdp_setup) / "target" / "model.safetensors"
+    root = request.getfixturevalue({"tofu": "setup", "muse": "muse_setup", "wmdp": "wmdp_setup"}[benchmark])
+    make_flags = {"tofu": lambda r, out, *extra: flags(r, out, "--benchmark", "tofu", *extra),
+                  "muse": muse_flags, "wmdp": wmdp_flags}[benchmark]
+    make = lambda out: make_flags(root, out, *RESUME_FLAGS)  # noqa: E731
+    start = root / "target" / "model.safetensors"
     unlearn.main(make(tmp_path / "whole"))
     killed = tmp_path / "killed"
     _killed_run("unlearn", make(killed), "after_checkpoint", 2)
