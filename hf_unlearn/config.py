@@ -262,7 +262,8 @@ class UnlearningScriptArguments:
         default="tofu",
         metadata={"help": "Benchmark evaluated before, during and after training: a registered name "
                           "(hf_unlearn.eval.benchmarks; tofu is the default), or 'none' for no benchmark evaluation "
-                          "(bring-your-own data)."},
+                          "(bring-your-own data). muse and wmdp bring their own data flags (hf_unlearn.entry): "
+                          "--benchmark muse --help lists them."},
     )
     dataset_name: str = field(
         default="locuslab/TOFU",

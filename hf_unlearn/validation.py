@@ -967,13 +967,15 @@ def validate_muse_run(script, args, model_args, *, needs_retain: bool, presets: 
     run = _output_and_resume(script, args, model_args, {
         "model folder": model_args.model_name_or_path, "dataset folder": script.dataset_name,
         "retain reference": script.retain_reference, "recipe": config_file}, tofu_eval=False)
-    run.forget = datasets.Dataset.from_dict({"text": load_texts(script.dataset_name, script.forget_split)})
+    with refusal():  # a missing MUSE folder or split: the message alone (exit 2), as for the other data
+        run.forget = datasets.Dataset.from_dict({"text": load_texts(script.dataset_name, script.forget_split)})
     if needs_retain:
         if not script.retain_split:
             raise RunInputError(f"--unlearn_method {args.unlearn_method} needs retain data: give --retain_split "
                                 "(MUSE: raw/retain1).")
         run.retain_split = script.retain_split
-        run.retain = datasets.Dataset.from_dict({"text": load_texts(script.dataset_name, script.retain_split)})
+        with refusal():
+            run.retain = datasets.Dataset.from_dict({"text": load_texts(script.dataset_name, script.retain_split)})
         check_overlap(run.forget, run.retain, ["text"], script.allow_overlap)
     if script.benchmark not in ("muse", "none"):
         raise RunInputError(f"run_muse.py evaluates MUSE: --benchmark muse (the default) or none, not {script.benchmark!r}.")
