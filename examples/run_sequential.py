@@ -19,18 +19,17 @@ of run_tofu.py plus `SequentialArguments` (--forget_splits, --retain_references,
 Output: request_<k>_<split>/ (model, evaluation, card), sequential_summary.json, sequential.png, README.md.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 import datasets
-import yaml
 from transformers import AutoModelForCausalLM
 from trl import TrlParser, get_peft_config
 
 from hf_unlearn import UnlearningConfig, UnlearningTrainer
 from hf_unlearn.config import ModelArguments, MuseScriptArguments, UnlearningScriptArguments
 from hf_unlearn.data.muse import muse_strings
+from hf_unlearn.entry import benchmark_of  # --benchmark read first: it decides the data flags' defaults
 from hf_unlearn.hub import check_push_credentials, recipe_of
 from hf_unlearn.methods import get_method
 from hf_unlearn.offline.tiny import TINY_PRESET
@@ -41,18 +40,6 @@ from hf_unlearn.sequential import (PLOT_FILE, MuseRequests, SequentialArguments,
 from hf_unlearn.validation import (RunInputError, check_attention, check_context, check_dataset_source,
                                    check_lora_flags, check_model_source, check_output_dir, check_training_numbers,
                                    config_file_of, parse_arguments, run_script)
-
-
-def benchmark_of(argv) -> str:
-    """--benchmark (on the command line or in the --config recipe), read first: it decides the data flags'
-    defaults (MUSE's: raw/retain1, text windows, 128-token VerbMem)."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--benchmark")
-    pre.add_argument("--config")
-    known, _ = pre.parse_known_args(argv)
-    if known.benchmark is None and known.config and Path(known.config).is_file():
-        return (yaml.safe_load(Path(known.config).read_text()) or {}).get("benchmark", "tofu")
-    return known.benchmark or "tofu"
 
 
 def make_parser(benchmark: str = "tofu") -> TrlParser:

@@ -28,6 +28,7 @@ from trl import TrlParser, get_peft_config
 from hf_unlearn import UnlearningConfig
 from hf_unlearn.config import ModelArguments, MuseScriptArguments, UnlearningScriptArguments
 from hf_unlearn.data.muse import muse_strings
+from hf_unlearn.entry import card_flags
 from hf_unlearn.eval.benchmarks import get_benchmark
 from hf_unlearn.eval.benchmarks.muse import model_context
 from hf_unlearn.methods import get_method
@@ -41,8 +42,6 @@ from hf_unlearn.validation import (
     RunInputError, check_attention, config_file_of, parse_arguments, removed_on_failure, validate_muse_run,
     validate_unlearning_run,
 )
-
-from run_tofu import card_flags
 
 
 def benchmark_of(argv) -> str:

@@ -262,7 +262,8 @@ class UnlearningScriptArguments:
         default="tofu",
         metadata={"help": "Benchmark evaluated before, during and after training: a registered name "
                           "(hf_unlearn.eval.benchmarks; tofu is the default), or 'none' for no benchmark evaluation "
-                          "(bring-your-own data)."},
+                          "(bring-your-own data). muse and wmdp bring their own data flags (hf_unlearn.entry): "
+                          "--benchmark muse --help lists them."},
     )
     dataset_name: str = field(
         default="locuslab/TOFU",
@@ -353,6 +354,36 @@ class MuseScriptArguments(UnlearningScriptArguments):
     knowmem_max_new_tokens: int = field(default=32, metadata={"help": "KnowMem answer length (MUSE: 32)."})
     benchmark: str = field(
         default="muse", metadata={"help": "muse (the six-way evaluation before, during and after training) or none."}
+    )
+
+
+@dataclass
+class WMDPScriptArguments:
+    """Data and evaluation flags of `examples/run_wmdp.py` (`unlearn.py --benchmark wmdp`): the training text comes
+    from corpora, the evaluation from WMDP's own data (--dataset_name)."""
+
+    dataset_name: str = field(default="cais/wmdp", metadata={
+        "help": "WMDP evaluation data: cais/wmdp or a folder with wmdp-bio.json, wmdp-cyber.json, mmlu/<subject>.json."})
+    mmlu_dataset_name: str | None = field(default=None, metadata={
+        "help": "cais/mmlu or a folder of <subject>.json. Default: <dataset_name>/mmlu for a folder, else cais/mmlu."})
+    wmdp_subsets: str = field(default="bio,cyber", metadata={"help": "WMDP subsets to evaluate (bio,cyber,chem)."})
+    forget_corpora: str = field(default="bio-forget-corpus,cyber-forget-corpus", metadata={
+        "help": "Comma-separated forget corpora: local .jsonl/.txt files or cais/wmdp-corpora names (bio-forget-corpus "
+                "is gated: give its local file)."})
+    retain_corpora: str = field(default="wikitext", metadata={
+        "help": "Comma-separated retain corpora: local files, wikitext (wikitext-2-raw-v1) or *-retain-corpus."})
+    min_text_length: int = field(default=0, metadata={"help": "Drop texts of at most this many characters (RMU min_len)."})
+    eval_subsample: int | None = field(default=None, metadata={
+        "help": "Evaluate during training on the first N questions of every task (speed)."})
+    max_wmdp_acc: float | None = field(default=None, metadata={
+        "help": "Stop rule: stop once every WMDP subset's accuracy is <= this (chance: 0.25) ..."})
+    min_mmlu_acc: float | None = field(default=None, metadata={"help": "... while MMLU accuracy stays >= this."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the Hub repo."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an earlier run's output_dir."})
+    evaluate_before: bool = field(default=True, metadata={"help": "Also evaluate the starting model."})
+    skip_final_evaluation: bool = field(default=False, metadata={"help": "Skip the evaluation after training."})
+    benchmark: str = field(
+        default="wmdp", metadata={"help": "wmdp (WMDP and MMLU before, during and after training) or none."}
     )
 
 

@@ -832,9 +832,7 @@ def validate_finetune_run(args, model_args, dataset_name: str, *, overwrite: boo
                           config_file: str | None = None) -> str | None:
     """The inputs every fine-tuning script checks first (numbers, LoRA flags, model, data source, output dir);
     returns the checkpoint to resume from (or None)."""
-    check_training_numbers(args)
-    check_lora_flags(model_args)
-    check_model_source(model_args.model_name_or_path, presets, getattr(model_args, "gguf_file", None))
+    _check_training_and_model(args, model_args, presets)
     check_dataset_source(dataset_name)
     resume_from = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     check_output_dir(args.output_dir, {"model folder": model_args.model_name_or_path, "dataset folder": dataset_name,
@@ -859,14 +857,28 @@ class CheckedRun:
     eval_options: dict | None = None  # a benchmark's checked evaluation options (MUSE)
 
 
+def _check_training_and_model(args, model_args, presets: Sequence[str]) -> None:
+    check_training_numbers(args)
+    check_lora_flags(model_args)
+    check_model_source(model_args.model_name_or_path, presets, getattr(model_args, "gguf_file", None))
+
+
+def _output_and_resume(script, args, model_args, inputs: Mapping[str, str | None], **run) -> CheckedRun:
+    """The checkpoint to resume from, resolved before the output folder's guard (resuming into its own folder
+    needs no flag), and the checkpoint's recipe compared with this run's (notes)."""
+    checked = CheckedRun(**run)
+    checked.resume_from = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    check_output_dir(args.output_dir, inputs, overwrite=script.overwrite_output_dir, resume_from=checked.resume_from)
+    checked.notes += check_resume_fits(checked.resume_from, args, use_peft=getattr(model_args, "use_peft", None))
+    return checked
+
+
 def validate_unlearning_run(script, args, model_args, *, needs_retain: bool, presets: Sequence[str] = (),
                             config_file: str | None = None) -> CheckedRun:
     """Every input of `run_tofu.py`, checked before the model is loaded; nothing is written."""
     from .data.tofu import default_splits
 
-    check_training_numbers(args)
-    check_lora_flags(model_args)
-    check_model_source(model_args.model_name_or_path, presets, getattr(model_args, "gguf_file", None))
+    _check_training_and_model(args, model_args, presets)
     check_dataset_source(script.dataset_name)
     problems = []
     if script.max_new_tokens < 1:
@@ -879,12 +891,9 @@ def validate_unlearning_run(script, args, model_args, *, needs_retain: bool, pre
     _problems(problems)
     check_stop_rule({"target_forget_quality": (script.target_forget_quality, 0.0, 1.0),
                      "min_model_utility": (script.min_model_utility, 0.0, 1.0)})
-    run = CheckedRun()
-    run.resume_from = resolve_resume(args.resume_from_checkpoint, args.output_dir)
-    inputs = {"model folder": model_args.model_name_or_path, "dataset folder": script.dataset_name,
-              "retain reference": script.retain_reference, "recipe": config_file}
-    check_output_dir(args.output_dir, inputs, overwrite=script.overwrite_output_dir, resume_from=run.resume_from)
-    run.notes += check_resume_fits(run.resume_from, args, use_peft=getattr(model_args, "use_peft", None))
+    run = _output_and_resume(script, args, model_args, {
+        "model folder": model_args.model_name_or_path, "dataset folder": script.dataset_name,
+        "retain reference": script.retain_reference, "recipe": config_file})
 
     columns = [script.text_column] if script.text_column else [script.question_column, script.answer_column]
     run.forget = load_checked_split(script.dataset_name, script.forget_split, columns, "forget", "--forget_split")
@@ -906,6 +915,8 @@ def validate_unlearning_run(script, args, model_args, *, needs_retain: bool, pre
 
     if script.text_column or script.benchmark == "none":
         run.tofu_eval = False
+    elif script.benchmark != "tofu":
+        _own_evaluation_data(script.benchmark)
     else:
         found = tofu_evaluation_files(script.dataset_name, script.forget_split, run.holdout_split)
         if found is None:
@@ -945,9 +956,7 @@ def validate_muse_run(script, args, model_args, *, needs_retain: bool, presets: 
     from .data.muse import load_texts
     from .eval.benchmarks.muse import check_muse
 
-    check_training_numbers(args)
-    check_lora_flags(model_args)
-    check_model_source(model_args.model_name_or_path, presets, getattr(model_args, "gguf_file", None))
+    _check_training_and_model(args, model_args, presets)
     check_dataset_source(script.dataset_name)
     problems = [f"--{name} must be >= 1, got {getattr(script, name)}." for name in ("max_new_tokens",
                 "knowmem_max_new_tokens", "eval_subsample", "final_eval_subsample") if getattr(script, name) is not None and
@@ -955,19 +964,18 @@ def validate_muse_run(script, args, model_args, *, needs_retain: bool, presets: 
     _problems(problems)
     check_stop_rule({"target_forget_quality": (script.target_forget_quality, 0.0, 1.0),
                      "min_model_utility": (script.min_model_utility, 0.0, 1.0)})
-    run = CheckedRun(tofu_eval=False)
-    run.resume_from = resolve_resume(args.resume_from_checkpoint, args.output_dir)
-    inputs = {"model folder": model_args.model_name_or_path, "dataset folder": script.dataset_name,
-              "retain reference": script.retain_reference, "recipe": config_file}
-    check_output_dir(args.output_dir, inputs, overwrite=script.overwrite_output_dir, resume_from=run.resume_from)
-    run.notes += check_resume_fits(run.resume_from, args, use_peft=getattr(model_args, "use_peft", None))
-    run.forget = datasets.Dataset.from_dict({"text": load_texts(script.dataset_name, script.forget_split)})
+    run = _output_and_resume(script, args, model_args, {
+        "model folder": model_args.model_name_or_path, "dataset folder": script.dataset_name,
+        "retain reference": script.retain_reference, "recipe": config_file}, tofu_eval=False)
+    with refusal():  # a missing MUSE folder or split: the message alone (exit 2), as for the other data
+        run.forget = datasets.Dataset.from_dict({"text": load_texts(script.dataset_name, script.forget_split)})
     if needs_retain:
         if not script.retain_split:
             raise RunInputError(f"--unlearn_method {args.unlearn_method} needs retain data: give --retain_split "
                                 "(MUSE: raw/retain1).")
         run.retain_split = script.retain_split
-        run.retain = datasets.Dataset.from_dict({"text": load_texts(script.dataset_name, script.retain_split)})
+        with refusal():
+            run.retain = datasets.Dataset.from_dict({"text": load_texts(script.dataset_name, script.retain_split)})
         check_overlap(run.forget, run.retain, ["text"], script.allow_overlap)
     if script.benchmark not in ("muse", "none"):
         raise RunInputError(f"run_muse.py evaluates MUSE: --benchmark muse (the default) or none, not {script.benchmark!r}.")
@@ -981,6 +989,55 @@ def validate_muse_run(script, args, model_args, *, needs_retain: bool, presets: 
                                       verbmem_max_new_tokens=script.max_new_tokens,
                                       knowmem_max_new_tokens=script.knowmem_max_new_tokens)
     check_reference_model(run.eval_options["retain_reference"] or {}, model_args.model_name_or_path)
+    return run
+
+
+def _own_evaluation_data(name: str) -> None:
+    """A benchmark that reads its own evaluation data (a `dataset_name` option) cannot share --dataset_name with
+    the TOFU-format training data: refused, naming what to run instead (never trained without evaluation)."""
+    from .eval.benchmarks import get_benchmark
+
+    if "dataset_name" in {f.name for f in dataclasses.fields(get_benchmark(name).options)}:
+        raise RunInputError(f"--benchmark {name} evaluates its own data, but here --dataset_name is the TOFU-format "
+                            f"training data: one flag cannot be both. Run examples/unlearn.py --benchmark {name}, whose "
+                            f"--dataset_name is {name}'s evaluation data (see its --help for its training-data flags), "
+                            "or give --benchmark tofu or none.")
+
+
+def validate_wmdp_run(script, args, model_args, *, needs_retain: bool, presets: Sequence[str] = (),
+                      config_file: str | None = None) -> CheckedRun:
+    """Every input of a WMDP run (`WMDPScriptArguments`), checked before the model is loaded; nothing is written.
+    The forget and retain corpora come back as `datasets.Dataset`s of texts (column `text`), `eval_options` as the
+    checked WMDP evaluation options (None with --benchmark none)."""
+    import datasets
+
+    from .data.wmdp import load_corpora
+    from .eval.benchmarks.wmdp import check_wmdp
+
+    _check_training_and_model(args, model_args, presets)
+    check_stop_rule({"max_wmdp_acc": (script.max_wmdp_acc, 0.0, 1.0), "min_mmlu_acc": (script.min_mmlu_acc, 0.0, 1.0)})
+    run = _output_and_resume(script, args, model_args, {
+        "model folder": model_args.model_name_or_path, "recipe": config_file, "evaluation data": script.dataset_name},
+        tofu_eval=False)
+    if script.benchmark == "none":
+        if script.max_wmdp_acc is not None or script.min_mmlu_acc is not None:
+            raise RunInputError("--max_wmdp_acc / --min_mmlu_acc need the WMDP evaluation: drop them, or --benchmark wmdp.")
+    else:
+        if Path(script.dataset_name).expanduser().is_dir() and not list(Path(script.dataset_name).expanduser().glob(
+                "wmdp-*.json")) and any(_data_file(script.dataset_name, s) for s in ("forget01", "forget05", "forget10")):
+            raise RunInputError(f"--dataset_name {script.dataset_name} holds TOFU-format data, not WMDP's evaluation "
+                                "data: --benchmark wmdp trains on --forget_corpora / --retain_corpora (.jsonl/.txt "
+                                "files or cais/wmdp-corpora names) and evaluates --dataset_name (cais/wmdp or a folder "
+                                "with wmdp-bio.json, ...). Give those, or --benchmark tofu (or none) to unlearn the "
+                                "TOFU data.")
+        with refusal():
+            run.eval_options = check_wmdp(script.dataset_name, script.mmlu_dataset_name, script.wmdp_subsets)
+    with refusal():
+        run.forget = datasets.Dataset.from_dict({"text": load_corpora(script.forget_corpora, script.min_text_length)})
+        if needs_retain:
+            run.retain_split = script.retain_corpora
+            run.retain = datasets.Dataset.from_dict({"text": load_corpora(script.retain_corpora,
+                                                                           script.min_text_length)})
     return run
 
 
