@@ -114,10 +114,12 @@ def main(argv=None, default: str = "tofu", prog: str = "unlearn"):
     if trainer.is_world_process_zero():
         output_dir = Path(args.output_dir)
         history = [{"step": h["step"], **h["metrics"]} for h in callbacks[0].history] if callbacks else []
-        drawn = any(h.get("forget_quality") is not None for h in [*history, before or {}, after or {}])
+        drawn = benchmark is not None and any(h.get(benchmark.forget_metric) is not None
+                                              for h in [*history, before or {}, after or {}])
         plot = plot_unlearning(history, output_dir / "unlearning.png", before, after,
                                title=f"{args.unlearn_method} + {args.unlearn_optimizer}",
-                               subsample=script.eval_subsample, final_subsample=final_subsample) if drawn else None
+                               subsample=script.eval_subsample, final_subsample=final_subsample,
+                               benchmark=benchmark) if drawn else None
         (output_dir / "run_info.json").write_text(json.dumps(
             {"train_seconds": train_seconds, "before": before, "after": after}, indent=2))
         card = dict(  # for the card written here and the one push_to_hub writes again

@@ -79,6 +79,11 @@ def get_script_spec(benchmark: str, default: str = "tofu") -> ScriptSpec:
     return _SPECS.get(benchmark, _SPECS[default])
 
 
+def has_script_spec(benchmark: str) -> bool:
+    """Whether `benchmark` brings its own script arguments, checks and training data (else the default's serve)."""
+    return benchmark in _SPECS
+
+
 def benchmark_of(argv, default: str = "tofu") -> str:
     """--benchmark (on the command line or in the --config recipe), read before parsing: it decides the flags."""
     pre = argparse.ArgumentParser(add_help=False)

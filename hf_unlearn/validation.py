@@ -993,11 +993,13 @@ def validate_muse_run(script, args, model_args, *, needs_retain: bool, presets: 
 
 
 def _own_evaluation_data(name: str) -> None:
-    """A benchmark that reads its own evaluation data (a `dataset_name` option) cannot share --dataset_name with
-    the TOFU-format training data: refused, naming what to run instead (never trained without evaluation)."""
+    """A benchmark with a script spec of its own (MUSE, WMDP: `hf_unlearn.entry`) reads its evaluation data in its
+    own format, so it cannot share --dataset_name with the TOFU-format training data: refused, naming what to run
+    instead (never trained without evaluation). A benchmark without one is evaluated on the training data's folder."""
+    from .entry import has_script_spec
     from .eval.benchmarks import get_benchmark
 
-    if "dataset_name" in {f.name for f in dataclasses.fields(get_benchmark(name).options)}:
+    if has_script_spec(name) and "dataset_name" in {f.name for f in dataclasses.fields(get_benchmark(name).options)}:
         raise RunInputError(f"--benchmark {name} evaluates its own data, but here --dataset_name is the TOFU-format "
                             f"training data: one flag cannot be both. Run examples/unlearn.py --benchmark {name}, whose "
                             f"--dataset_name is {name}'s evaluation data (see its --help for its training-data flags), "
